@@ -1,0 +1,89 @@
+/**
+ * One Drizzle database over either driver: postgres.js when DATABASE_URL is set, PGlite (embedded, in-process
+ * Postgres stored under DATA_DIR/pg) otherwise. Everything above this file sees only `Db`.
+ */
+import { mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { PGlite } from "@electric-sql/pglite";
+import { sql } from "drizzle-orm";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import { migrate as migratePostgres } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+import * as schema from "./schema.ts";
+
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export type Database = {
+  readonly db: Db;
+  readonly kind: "postgres" | "pglite";
+  /** Applies the generated migrations (drizzle/), serialized across processes by an advisory lock. */
+  migrate(): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+};
+
+const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../../drizzle", import.meta.url));
+/** Arbitrary constant shared by every process of this service: the advisory lock key for migrations. */
+const MIGRATION_LOCK_KEY = 7_201_911_270_001n;
+
+export async function openDatabase(options: {
+  url: string | undefined;
+  pgliteDir: string;
+}): Promise<Database> {
+  return options.url ? openPostgres(options.url) : openPglite(options.pgliteDir);
+}
+
+function openPostgres(url: string): Database {
+  const client = postgres(url, {
+    max: 10,
+    onnotice: () => {}, // "relation already exists, skipping" from idempotent DDL is not news
+    connect_timeout: 10,
+  });
+  const db = drizzlePostgres({ client, schema }) as unknown as Db;
+  return {
+    db,
+    kind: "postgres",
+    async migrate() {
+      // A session-level advisory lock on one reserved connection: a second process blocks here until the first
+      // has finished, then finds every migration applied.
+      const lock = await client.reserve();
+      try {
+        await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
+        await migratePostgres(drizzlePostgres({ client, schema }), { migrationsFolder: MIGRATIONS_FOLDER });
+      } finally {
+        await lock`select pg_advisory_unlock(${MIGRATION_LOCK_KEY.toString()}::bigint)`.catch(() => {});
+        lock.release();
+      }
+    },
+    async ping() {
+      await db.execute(sql`select 1`);
+    },
+    async close() {
+      await client.end({ timeout: 5 });
+    },
+  };
+}
+
+async function openPglite(dir: string): Promise<Database> {
+  mkdirSync(dir, { recursive: true });
+  const client = new PGlite(dir);
+  await client.waitReady;
+  const db = drizzlePglite({ client, schema }) as unknown as Db;
+  return {
+    db,
+    kind: "pglite",
+    async migrate() {
+      // PGlite lives inside this process and its directory cannot be opened by another one: no lock needed.
+      await migratePglite(drizzlePglite({ client, schema }), { migrationsFolder: MIGRATIONS_FOLDER });
+    },
+    async ping() {
+      await db.execute(sql`select 1`);
+    },
+    async close() {
+      await client.close();
+    },
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * The HTTP application: feature modules behind one error mapping and a request guard for content type and size.
+ * It knows nothing about how its services are built (see src/service.ts).
+ */
+import { Elysia } from "elysia";
+import type { TokenService } from "../../app/auth.ts";
+import type { OrderIntake } from "../../app/intake.ts";
+import type { Logger } from "../../logger.ts";
+import type { EventStore } from "../db/event-store.ts";
+import { errorMapping, errorResponse } from "./errors.ts";
+import { eventsModule } from "./events.ts";
+import { opsModule, type ReadinessCheck } from "./ops.ts";
+import { ordersModule } from "./orders.ts";
+
+export type HttpDeps = {
+  intake: OrderIntake;
+  tokens: TokenService;
+  store: Pick<EventStore, "readAfter">;
+  readiness: ReadinessCheck;
+  bodyLimitBytes: number;
+  log: Logger;
+};
+
+/** Answers 413/415 before any parsing, so an oversized or non-JSON body never reaches a handler. */
+function guardBody(request: Request, limit: number): Response | undefined {
+  const length = Number(request.headers.get("content-length") ?? "0");
+  const hasBody = length > 0 || request.headers.has("transfer-encoding");
+  if (!hasBody) return undefined;
+  if (length > limit)
+    return errorResponse(413, "PAYLOAD_TOO_LARGE", `the body must be at most ${limit} bytes`);
+  const type = request.headers.get("content-type") ?? "";
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    return errorResponse(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json");
+  }
+  return undefined;
+}
+
+export function createHttpApp(deps: HttpDeps) {
+  // normalize: false — unknown body fields are rejected, not silently stripped.
+  return new Elysia({ normalize: false })
+    .use(errorMapping(deps.log))
+    .onRequest(({ request }) => guardBody(request, deps.bodyLimitBytes))
+    .use(opsModule(deps.readiness))
+    .use(eventsModule(deps.store))
+    .use(ordersModule(deps.intake, deps.tokens));
+}

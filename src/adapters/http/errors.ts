@@ -1,0 +1,77 @@
+/**
+ * The one place where failures become HTTP answers: `{"error":{"code","message","field"?}}` with a 4xx for
+ * anything the client can fix, 503 + Retry-After for a dependency that is down, and a bare 500 for bugs.
+ */
+import { Elysia } from "elysia";
+import { UnauthenticatedError } from "../../app/auth.ts";
+import { InvalidInputError, UnavailableError } from "../../app/errors.ts";
+import type { Logger } from "../../logger.ts";
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+export function errorResponse(
+  status: number,
+  code: string,
+  message: string,
+  field?: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify({ error: field ? { code, message, field } : { code, message } }), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+/** "/price" → "price"; "" (the whole body) → undefined. */
+function fieldOf(path: string | undefined): string | undefined {
+  const field = path?.replace(/^\//, "").replaceAll("/", ".");
+  return field ? field : undefined;
+}
+
+export function errorMapping(log: Logger) {
+  return new Elysia({ name: "error-mapping" }).onError({ as: "global" }, ({ code, error }) => {
+    if (error instanceof HttpError)
+      return errorResponse(error.status, error.code, error.message, error.field);
+    if (error instanceof InvalidInputError)
+      return errorResponse(400, "INVALID_INPUT", error.message, error.field);
+    if (error instanceof UnauthenticatedError) {
+      return errorResponse(401, "UNAUTHENTICATED", error.message, undefined, {
+        "www-authenticate": "Bearer",
+      });
+    }
+    if (error instanceof UnavailableError) {
+      log.warn("dependency unavailable", { error: error.cause ?? error });
+      return errorResponse(503, "UNAVAILABLE", error.message, undefined, {
+        "retry-after": String(error.retryAfterSeconds),
+      });
+    }
+    switch (code) {
+      case "VALIDATION": {
+        const first = error.all[0];
+        const path = first && "path" in first ? first.path : undefined;
+        const field = fieldOf(path);
+        const unknown = first && "schema" in first && first.schema && (first.schema as { not?: unknown }).not;
+        const message = field
+          ? `${field}: ${unknown ? "unknown field" : (first?.summary ?? first?.message ?? "invalid")}`
+          : (first?.summary ?? "invalid request");
+        return errorResponse(400, "INVALID_INPUT", message, field);
+      }
+      case "PARSE":
+        return errorResponse(400, "INVALID_JSON", "the request body is not valid JSON");
+      case "NOT_FOUND":
+        return errorResponse(404, "NOT_FOUND", "no such route");
+      default:
+        log.error("unhandled error", { code, error });
+        return errorResponse(500, "INTERNAL", "internal error");
+    }
+  });
+}

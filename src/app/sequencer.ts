@@ -1,0 +1,154 @@
+/**
+ * The sequencer use case (the seed's ConsumeSequenceMessages), with the seed's crash windows closed:
+ *
+ *   take a batch from SEQUENCE → decode → filter what is stored → sequence (pure rule) → one DB transaction
+ *   → publish to TRADING → ack.
+ *
+ * Postgres is the durable point; TRADING is an outbox fed from it. Before taking work, and after any failure,
+ * the sequencer reloads its head from the database and republishes whatever TRADING lacks, in order. So:
+ * - a crash after commit but before publish or ack loses nothing (catch-up publishes; the redelivered batch is
+ *   filtered as already stored and acked);
+ * - a partially duplicate batch stores and publishes only its new events (the seed saved but never published);
+ * - a failing batch is retried as the same batch, in the same order, with backoff, kept alive with working().
+ */
+
+import type { EventStore, RejectedMessage, StoredEvent } from "../adapters/db/event-store.ts";
+import type { IntakeMessage, IntakeSource } from "../adapters/nats/intake-consumer.ts";
+import type { TradingLog } from "../adapters/nats/trading-publisher.ts";
+import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../domain/events.ts";
+import { EMPTY_HEAD, type Head, sequenceBatch } from "../domain/sequencing.ts";
+import type { Logger } from "../logger.ts";
+import { backoffDelay, sleep } from "./backoff.ts";
+
+export type SequencerOptions = {
+  batchSize: number;
+  /** How long to wait for the first message of a batch before looping (keeps shutdown prompt). */
+  fetchWaitMs: number;
+  /** Page size when republishing missing events to TRADING. */
+  catchUpPageSize: number;
+};
+
+export class TradingAheadError extends Error {
+  override readonly name = "TradingAheadError";
+}
+
+export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError: string | null };
+
+export class Sequencer {
+  private head: Head = EMPTY_HEAD;
+  private recovered = false;
+  private lastError: string | null = null;
+  private readonly decoder = new TextDecoder();
+
+  constructor(
+    private readonly source: IntakeSource,
+    private readonly store: EventStore,
+    private readonly trading: TradingLog,
+    private readonly options: SequencerOptions,
+    private readonly log: Logger,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  status(): SequencerStatus {
+    return { head: this.head.sequenceId, tradingInSync: this.recovered, lastError: this.lastError };
+  }
+
+  /** Runs until the signal aborts. Never throws: every failure is logged, backed off and retried. */
+  async run(signal: AbortSignal): Promise<void> {
+    await this.retrying(signal, () => this.recover());
+    while (!signal.aborted) {
+      const batch = await this.source.next(this.options.batchSize, this.options.fetchWaitMs);
+      if (batch.length === 0) continue;
+      await this.retrying(signal, async (attempt) => {
+        if (attempt > 0) {
+          for (const msg of batch) msg.working(); // we still own these: do not let the server redeliver them
+          await this.recover();
+        }
+        await this.processBatch(batch);
+      });
+      // On shutdown mid-retry the batch stays unacked: the next sequencer gets it redelivered and filters it.
+    }
+  }
+
+  /**
+   * Reloads the head from the database and makes TRADING match it. TRADING ahead of the database means events
+   * were published that the log does not hold (a restored database, a hand-published message): sequencing on
+   * top of that would fork history, so it stops with a clear error and retries until an operator fixes it.
+   */
+  async recover(): Promise<void> {
+    this.recovered = false;
+    this.head = await this.store.head();
+    let published = await this.trading.lastSequence();
+    if (published > this.head.sequenceId) {
+      throw new TradingAheadError(
+        `TRADING is at ${published} but the database head is ${this.head.sequenceId}; refusing to sequence`,
+      );
+    }
+    if (published < this.head.sequenceId) {
+      this.log.warn("republishing events missing from TRADING", {
+        from: published + 1n,
+        to: this.head.sequenceId,
+      });
+    }
+    while (published < this.head.sequenceId) {
+      const page = await this.store.readAfter(published, this.options.catchUpPageSize);
+      const first = page[0];
+      if (!first || first.sequenceId !== published + 1n) {
+        throw new Error(`event ${published + 1n} is missing from the database; cannot republish`);
+      }
+      await this.trading.append(page);
+      published = page[page.length - 1]?.sequenceId ?? published;
+    }
+    this.recovered = true;
+  }
+
+  /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
+  async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
+    const valid: IntakeEvent[] = [];
+    const rejected: RejectedMessage[] = [];
+    for (const msg of batch) {
+      const decoded = decodeIntakeEvent(msg.data);
+      if (decoded.ok) valid.push(decoded.event);
+      else rejected.push(this.rejection(msg, decoded.reason));
+    }
+
+    const stored = await this.store.storedReferences(valid.map((event) => event.referenceId));
+    const result = sequenceBatch(this.head, valid, (id) => stored.has(id), this.now().toISOString());
+    const toStore: StoredEvent[] = result.sequenced.map((event) => ({
+      event,
+      payload: encodeSequencedEvent(event),
+    }));
+
+    await this.store.append(toStore, rejected);
+    this.head = result.head;
+    for (const r of rejected)
+      this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
+
+    await this.trading.append(
+      toStore.map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload })),
+    );
+    for (const msg of batch) msg.ack();
+    this.lastError = null;
+  }
+
+  private rejection(msg: IntakeMessage, reason: string): RejectedMessage {
+    // Postgres text cannot hold NUL; keep everything else as received (invalid UTF-8 becomes U+FFFD).
+    const data = this.decoder.decode(msg.data).replaceAll("\u0000", "\\u0000");
+    return { streamSeq: BigInt(msg.seq), subject: msg.subject, reason, data };
+  }
+
+  private async retrying(signal: AbortSignal, step: (attempt: number) => Promise<void>): Promise<void> {
+    for (let attempt = 0; !signal.aborted; attempt++) {
+      try {
+        await step(attempt);
+        return;
+      } catch (error) {
+        this.recovered = false;
+        this.lastError = error instanceof Error ? error.message : String(error);
+        const delay = backoffDelay(attempt);
+        this.log.error("sequencer step failed; retrying", { attempt, delayMs: delay, error });
+        await sleep(delay, signal);
+      }
+    }
+  }
+}

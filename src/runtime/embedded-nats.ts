@@ -1,0 +1,120 @@
+/**
+ * The embedded broker for a first run: a `nats-server -js` child with its store under DATA_DIR/nats, on
+ * loopback, stopped when this process exits. A pid file lets the next start stop a child that outlived a
+ * crashed parent, so two servers never share one store.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, connect as tcpConnect } from "node:net";
+import { join } from "node:path";
+
+export class NatsServerMissingError extends Error {
+  override readonly name = "NatsServerMissingError";
+  constructor() {
+    super(
+      "nats-server is not on PATH and NATS_URL is unset: install it (apt-get install nats-server, brew install nats-server) " +
+        "or run `docker compose up nats` and set NATS_URL=nats://127.0.0.1:4222",
+    );
+  }
+}
+
+export type EmbeddedNats = { url: string; stop(): Promise<void> };
+
+function hasNatsServer(): boolean {
+  return spawnSync("nats-server", ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+async function pickPort(preferred: number): Promise<number> {
+  if (await portIsFree(preferred)) return preferred;
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** Stops a nats-server left behind by a previous run that was killed before it could stop its child. */
+function stopStaleServer(pidFile: string): void {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, "utf8").trim());
+  rmSync(pidFile, { force: true });
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  let cmdline = "";
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return; // not running (or no /proc): nothing to stop
+  }
+  if (cmdline.includes("nats-server")) process.kill(pid, "SIGKILL");
+}
+
+export async function startEmbeddedNats(dataDir: string, startTimeoutMs = 15_000): Promise<EmbeddedNats> {
+  if (!hasNatsServer()) throw new NatsServerMissingError();
+  const storeDir = join(dataDir, "nats");
+  mkdirSync(storeDir, { recursive: true });
+  const pidFile = join(storeDir, "nats-server.pid");
+  stopStaleServer(pidFile);
+
+  const port = await pickPort(4222);
+  const logFd = openSync(join(storeDir, "nats-server.log"), "a");
+  const child: ChildProcess = spawn(
+    "nats-server",
+    ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir],
+    {
+      stdio: ["ignore", logFd, logFd],
+    },
+  );
+  if (child.pid) writeFileSync(pidFile, String(child.pid));
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+  });
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+
+  const deadline = Date.now() + startTimeoutMs;
+  while (!(await canConnect(port))) {
+    if (exited || Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`embedded nats-server did not start; see ${join(storeDir, "nats-server.log")}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    async stop() {
+      process.removeListener("exit", killOnExit);
+      if (exited) return;
+      const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await done;
+      clearTimeout(timer);
+      rmSync(pidFile, { force: true });
+    },
+  };
+}
