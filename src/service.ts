@@ -128,7 +128,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   if (serveApi && tokens) {
     const intake = new OrderIntake(
       new SnowflakeGenerator(config.workerId),
-      new JetStreamIntakePublisher(js, config.publishTimeoutMs),
+      new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp),
     );
     const app = createHttpApp({
       intake,
@@ -138,7 +138,12 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       bodyLimitBytes: config.bodyLimitBytes,
       log: log.child({ component: "http" }),
     });
-    app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.bodyLimitBytes });
+    // Bun's own cap sits well above the app's limit: the app answers 413 as JSON; Bun only cuts off abuse.
+    app.listen({
+      port: config.port,
+      hostname: config.host,
+      maxRequestBodySize: config.bodyLimitBytes * 4 + 65_536,
+    });
     const server = app.server;
     if (!server) throw new Error("HTTP server did not start");
     url = `http://${config.host}:${server.port}`;

@@ -7,7 +7,7 @@ import type { TokenService } from "../../app/auth.ts";
 import type { OrderIntake } from "../../app/intake.ts";
 import type { Logger } from "../../logger.ts";
 import type { EventStore } from "../db/event-store.ts";
-import { errorMapping, errorResponse } from "./errors.ts";
+import { errorMapping, errorResponse, HttpError } from "./errors.ts";
 import { eventsModule } from "./events.ts";
 import { opsModule, type ReadinessCheck } from "./ops.ts";
 import { ordersModule } from "./orders.ts";
@@ -21,7 +21,10 @@ export type HttpDeps = {
   log: Logger;
 };
 
-/** Answers 413/415 before any parsing, so an oversized or non-JSON body never reaches a handler. */
+/**
+ * Answers 413/415 before any parsing when the headers already tell: a declared length over the limit, or a body
+ * that is not JSON. Chunked bodies (no length) are measured as they are parsed (parseJsonBody).
+ */
 function guardBody(request: Request, limit: number): Response | undefined {
   const length = Number(request.headers.get("content-length") ?? "0");
   const hasBody = length > 0 || request.headers.has("transfer-encoding");
@@ -35,11 +38,26 @@ function guardBody(request: Request, limit: number): Response | undefined {
   return undefined;
 }
 
+/** JSON parsing under the size limit, for every body whatever its framing. */
+async function parseJsonBody(request: Request, limit: number): Promise<unknown> {
+  const bytes = await request.arrayBuffer();
+  if (bytes.byteLength > limit) {
+    throw new HttpError(413, "PAYLOAD_TOO_LARGE", `the body must be at most ${limit} bytes`);
+  }
+  if (bytes.byteLength === 0) throw new HttpError(400, "INVALID_INPUT", "a JSON body is required");
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new HttpError(400, "INVALID_JSON", "the request body is not valid JSON");
+  }
+}
+
 export function createHttpApp(deps: HttpDeps) {
   // normalize: false — unknown body fields are rejected, not silently stripped.
   return new Elysia({ normalize: false })
     .use(errorMapping(deps.log))
     .onRequest(({ request }) => guardBody(request, deps.bodyLimitBytes))
+    .onParse({ as: "global" }, ({ request }) => parseJsonBody(request, deps.bodyLimitBytes))
     .use(opsModule(deps.readiness))
     .use(eventsModule(deps.store))
     .use(ordersModule(deps.intake, deps.tokens));

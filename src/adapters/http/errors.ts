@@ -39,8 +39,14 @@ function fieldOf(path: string | undefined): string | undefined {
 
 export function errorMapping(log: Logger) {
   return new Elysia({ name: "error-mapping" }).onError({ as: "global" }, ({ code, error }) => {
-    if (error instanceof HttpError)
-      return errorResponse(error.status, error.code, error.message, error.field);
+    // Elysia wraps what a parse hook throws in a ParseError; the HttpError we threw is its cause.
+    const own =
+      error instanceof HttpError
+        ? error
+        : code === "PARSE" && error.cause instanceof HttpError
+          ? error.cause
+          : null;
+    if (own) return errorResponse(own.status, own.code, own.message, own.field);
     if (error instanceof InvalidInputError)
       return errorResponse(400, "INVALID_INPUT", error.message, error.field);
     if (error instanceof UnauthenticatedError) {
@@ -59,10 +65,10 @@ export function errorMapping(log: Logger) {
         const first = error.all[0];
         const path = first && "path" in first ? first.path : undefined;
         const field = fieldOf(path);
-        const unknown = first && "schema" in first && first.schema && (first.schema as { not?: unknown }).not;
+        const detail = first?.summary ?? first?.message ?? "invalid";
         const message = field
-          ? `${field}: ${unknown ? "unknown field" : (first?.summary ?? first?.message ?? "invalid")}`
-          : (first?.summary ?? "invalid request");
+          ? `${field}: ${detail}`
+          : `the request does not match the expected shape: ${detail}`;
         return errorResponse(400, "INVALID_INPUT", message, field);
       }
       case "PARSE":

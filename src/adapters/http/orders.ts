@@ -5,7 +5,8 @@ import type { OrderIntake } from "../../app/intake.ts";
 
 export const CreateOrderBody = t.Object(
   {
-    direction: t.UnionEnum(["BUY", "SELL"]),
+    // A union of literals, not t.UnionEnum: that one carries a default and Elysia would fill in "BUY".
+    direction: t.Union([t.Literal("BUY"), t.Literal("SELL")]),
     price: t.String({
       description: "positive decimal string, at most 8 decimal places",
       examples: ["101.25"],

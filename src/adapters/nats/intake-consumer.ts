@@ -25,16 +25,30 @@ export interface IntakeSource {
 
 export class JetStreamIntakeSource implements IntakeSource {
   private buffer: JsMsg[] = [];
-  /** Stream sequences currently buffered or handed out, so a redelivered copy is not queued twice. */
-  private readonly outstanding = new Set<number>();
+  /**
+   * Messages buffered or handed out and not yet acked, by stream sequence: a redelivered copy is not queued
+   * twice, and on close they are all nak'ed so the next sequencer gets them at once, not after ack_wait.
+   */
+  private readonly outstanding = new Map<number, JsMsg>();
   private wake: (() => void) | null = null;
   private messages: ConsumerMessages | null = null;
+  private redeliveryDelayMs = 0;
 
-  static async open(js: JetStreamClient, prefetch: number): Promise<JetStreamIntakeSource> {
+  /**
+   * @param pullExpiresMs lifetime of each pull request. nats-server 2.9 keeps a pull request open after its
+   * subscriber is gone and can hand it messages that then wait out ack_wait; short pulls bound that window.
+   */
+  static async open(
+    js: JetStreamClient,
+    prefetch: number,
+    pullExpiresMs = 5_000,
+  ): Promise<JetStreamIntakeSource> {
     const consumer = await js.consumers.get(INTAKE_STREAM, SEQUENCER_CONSUMER);
     const source = new JetStreamIntakeSource();
+    source.redeliveryDelayMs = pullExpiresMs + 1_000;
     source.messages = await consumer.consume({
       max_messages: prefetch,
+      expires: pullExpiresMs,
       callback: (msg) => source.receive(msg),
     });
     return source;
@@ -42,7 +56,7 @@ export class JetStreamIntakeSource implements IntakeSource {
 
   private receive(msg: JsMsg): void {
     if (this.outstanding.has(msg.seq)) return; // a redelivery of something we still hold
-    this.outstanding.add(msg.seq);
+    this.outstanding.set(msg.seq, msg);
     this.buffer.push(msg);
     this.wake?.();
   }
@@ -83,6 +97,12 @@ export class JetStreamIntakeSource implements IntakeSource {
   async close(): Promise<void> {
     await this.messages?.close();
     this.messages = null;
+    const unacked = [...this.outstanding.values()].sort((a, b) => a.seq - b.seq);
+    // Hand unacked messages back in stream order, delayed until our last pull request has expired on the server
+    // (otherwise the server could redeliver them into that dead request and they would wait out ack_wait).
+    for (const msg of unacked) msg.nak(this.redeliveryDelayMs);
+    this.outstanding.clear();
+    this.buffer = [];
     this.wake?.();
   }
 }
