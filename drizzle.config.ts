@@ -1,7 +1,7 @@
 import { defineConfig } from "drizzle-kit";
 
 // drizzle-kit generate only reads the schema; it never connects. Migrations are applied by the service itself
-// at start-up (src/adapters/db/migrate.ts), under an advisory lock.
+// at start-up (Database.migrate in src/adapters/db/client.ts), under an advisory lock.
 export default defineConfig({
   dialect: "postgresql",
   schema: "./src/adapters/db/schema.ts",

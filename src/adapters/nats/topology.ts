@@ -82,8 +82,15 @@ async function ensureSequencerConsumer(jsm: JetStreamManager, options: TopologyO
   };
   try {
     const info = await jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER);
-    if (info.config.ack_policy !== AckPolicy.Explicit) {
-      throw new Error(`consumer ${INTAKE_STREAM}/${SEQUENCER_CONSUMER} must use explicit acks`);
+    if (
+      info.config.ack_policy !== AckPolicy.Explicit ||
+      info.config.deliver_subject ||
+      info.config.filter_subject
+    ) {
+      throw new Error(
+        `consumer ${INTAKE_STREAM}/${SEQUENCER_CONSUMER} exists but is not a pull consumer with explicit acks over ` +
+          "the whole stream; delete it and restart to let the service create it",
+      );
     }
     const c = info.config;
     if (

@@ -1,0 +1,397 @@
+/**
+ * Provisioning against the real services: JetStream topology (streams SEQUENCE and TRADING, durable consumer
+ * `sequencer`) is created, left alone, updated in place, or refused; database migrations are serialized across
+ * concurrently opened instances by the advisory lock, and the constraints they create hold. PGlite migrates
+ * idempotently and keeps its data on disk across a close and reopen.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  AckPolicy,
+  DiscardPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
+import { count, sql } from "drizzle-orm";
+import postgres from "postgres";
+import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
+import { events } from "../../src/adapters/db/schema.ts";
+import {
+  ensureTopology,
+  INTAKE_STREAM,
+  SEQUENCER_CONSUMER,
+  type TopologyOptions,
+  TRADING_STREAM,
+} from "../../src/adapters/nats/topology.ts";
+import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
+
+const TIMEOUT = 30_000;
+
+const FIRST: TopologyOptions = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 };
+const SECOND: TopologyOptions = { duplicateWindowMs: 45_000, ackWaitMs: 7_000, maxAckPending: 512 };
+
+async function connectNats(
+  url: string,
+): Promise<{ nc: NatsConnection; jsm: JetStreamManager; js: JetStreamClient }> {
+  const nc = await connect({ servers: url, timeout: 5_000, maxReconnectAttempts: 0 });
+  const jsm = await jetstreamManager(nc, { timeout: 5_000 });
+  return { nc, jsm, js: jetstream(nc, { timeout: 5_000 }) };
+}
+
+describe("ensureTopology against nats-server", () => {
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let js: JetStreamClient;
+
+  beforeAll(async () => {
+    nats = await startNats();
+    ({ nc, jsm, js } = await connectNats(nats.url));
+  }, TIMEOUT);
+
+  afterAll(async () => {
+    await nc?.close();
+    await nats?.stop();
+  }, TIMEOUT);
+
+  const expectStream = async (name: string, subject: string, duplicateWindowMs: number) => {
+    const { config } = await jsm.streams.info(name);
+    expect(config.name).toBe(name);
+    expect(config.subjects).toEqual([subject]);
+    expect(config.storage).toBe(StorageType.File);
+    expect(config.retention).toBe(RetentionPolicy.Limits);
+    expect(config.discard).toBe(DiscardPolicy.New);
+    expect(config.duplicate_window).toBe(nanos(duplicateWindowMs));
+  };
+
+  const expectConsumer = async (options: TopologyOptions) => {
+    const { config } = await jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER);
+    expect(config.durable_name).toBe(SEQUENCER_CONSUMER);
+    expect(config.ack_policy).toBe(AckPolicy.Explicit);
+    expect(config.max_deliver).toBe(-1);
+    expect(config.ack_wait).toBe(nanos(options.ackWaitMs));
+    expect(config.max_ack_pending).toBe(options.maxAckPending);
+    expect(config.deliver_subject).toBeUndefined(); // pull consumer
+  };
+
+  const snapshot = async () => ({
+    sequence: (await jsm.streams.info(INTAKE_STREAM)).created,
+    trading: (await jsm.streams.info(TRADING_STREAM)).created,
+    consumer: (await jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER)).created,
+  });
+
+  const expectMessageKept = async () => {
+    const info = await jsm.streams.info(INTAKE_STREAM);
+    expect(info.state.messages).toBe(1);
+    const msg = await jsm.streams.getMessage(INTAKE_STREAM, { seq: 1 });
+    expect(msg?.subject).toBe("sequence.x");
+    expect(msg?.string()).toBe("kept");
+  };
+
+  test(
+    "creates SEQUENCE, TRADING and the durable pull consumer on an empty server",
+    async () => {
+      expect(await jsm.streams.names().next()).toEqual([]);
+      await ensureTopology(jsm, FIRST);
+      await expectStream(INTAKE_STREAM, "sequence.>", FIRST.duplicateWindowMs);
+      await expectStream(TRADING_STREAM, "trading.>", FIRST.duplicateWindowMs);
+      await expectConsumer(FIRST);
+      expect((await jsm.streams.names().next()).sort()).toEqual([INTAKE_STREAM, TRADING_STREAM]);
+      expect(await jsm.consumers.list(TRADING_STREAM).next()).toEqual([]);
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "a second run with the same options changes nothing and keeps messages",
+    async () => {
+      const ack = await js.publish("sequence.x", "kept");
+      expect(ack.stream).toBe(INTAKE_STREAM);
+      expect(ack.seq).toBe(1);
+      const before = await snapshot();
+      await ensureTopology(jsm, FIRST);
+      expect(await snapshot()).toEqual(before);
+      await expectStream(INTAKE_STREAM, "sequence.>", FIRST.duplicateWindowMs);
+      await expectStream(TRADING_STREAM, "trading.>", FIRST.duplicateWindowMs);
+      await expectConsumer(FIRST);
+      await expectMessageKept();
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "different duplicate window / ack wait / max ack pending are updated in place, keeping messages",
+    async () => {
+      const before = await snapshot();
+      await ensureTopology(jsm, SECOND);
+      await expectStream(INTAKE_STREAM, "sequence.>", SECOND.duplicateWindowMs);
+      await expectStream(TRADING_STREAM, "trading.>", SECOND.duplicateWindowMs);
+      await expectConsumer(SECOND);
+      // Same objects (not deleted and recreated), same message.
+      expect(await snapshot()).toEqual(before);
+      await expectMessageKept();
+      // And running again with the new options is again a no-op.
+      await ensureTopology(jsm, SECOND);
+      expect(await snapshot()).toEqual(before);
+      await expectConsumer(SECOND);
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "a pre-existing SEQUENCE with memory storage is refused with a clear error",
+    async () => {
+      await jsm.streams.delete(INTAKE_STREAM); // also deletes the consumer
+      await jsm.streams.delete(TRADING_STREAM);
+      await jsm.streams.add({
+        name: INTAKE_STREAM,
+        subjects: ["sequence.>"],
+        storage: StorageType.Memory,
+        retention: RetentionPolicy.Limits,
+      });
+      const error = await ensureTopology(jsm, FIRST).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(Error);
+      const message = (error as Error).message;
+      expect(message).toContain("SEQUENCE");
+      expect(message).toContain("file storage");
+      // Nothing was changed or created on the way to the refusal.
+      expect((await jsm.streams.info(INTAKE_STREAM)).config.storage).toBe(StorageType.Memory);
+      expect(await jsm.streams.names().next()).toEqual([INTAKE_STREAM]);
+      expect(await jsm.consumers.list(INTAKE_STREAM).next()).toEqual([]);
+    },
+    TIMEOUT,
+  );
+});
+
+describe("migrations on PostgreSQL", () => {
+  let url: string;
+  let databases: Database[] = [];
+  let sqlClient: postgres.Sql | undefined;
+
+  beforeAll(async () => {
+    url = await (await getPostgres()).createDatabase();
+    sqlClient = postgres(url, { max: 2, onnotice: () => {}, connect_timeout: 10 });
+  }, TIMEOUT);
+
+  afterAll(async () => {
+    await Promise.all(databases.map((d) => d.close()));
+    databases = [];
+    await sqlClient?.end({ timeout: 5 });
+  }, TIMEOUT);
+
+  const db = () => {
+    if (!sqlClient) throw new Error("no client");
+    return sqlClient;
+  };
+
+  const tableCounts = async () => {
+    const rows = await db()<{ name: string; n: number }[]>`
+      select c.relname as name, count(*)::int as n
+      from pg_class c join pg_namespace ns on ns.oid = c.relnamespace
+      where c.relkind = 'r' and c.relname in ('events', 'rejected_messages')
+      group by c.relname order by c.relname`;
+    return rows.map((r) => [r.name, r.n]);
+  };
+
+  const migrationRows = async () =>
+    db()<{ id: number; hash: string; created_at: string }[]>`
+      select id, hash, created_at::text from drizzle.__drizzle_migrations order by id`;
+
+  test(
+    "migrate() from 4 instances at once applies the schema exactly once; again is a no-op",
+    async () => {
+      databases = await Promise.all(
+        Array.from({ length: 4 }, () => openDatabase({ url, pgliteDir: "/nonexistent-unused" })),
+      );
+      for (const d of databases) expect(d.kind).toBe("postgres");
+      await Promise.all(databases.map((d) => d.migrate()));
+
+      expect(await tableCounts()).toEqual([
+        ["events", 1],
+        ["rejected_messages", 1],
+      ]);
+      const applied = await migrationRows();
+      expect(applied).toHaveLength(1);
+
+      // Every instance sees the tables.
+      for (const d of databases) {
+        await d.ping();
+        const [row] = await d.db.select({ n: count() }).from(events);
+        expect(row?.n).toBe(0);
+      }
+
+      // Again, sequentially and concurrently: nothing changes.
+      await databases[0]?.migrate();
+      await Promise.all(databases.map((d) => d.migrate()));
+      expect(await migrationRows()).toEqual(applied);
+      expect(await tableCounts()).toEqual([
+        ["events", 1],
+        ["rejected_messages", 1],
+      ]);
+
+      // The advisory lock is released after each run (no session still holds it).
+      const [locks] = await db()<{ n: number }[]>`
+        select count(*)::int as n from pg_locks
+        where locktype = 'advisory' and granted
+          and database = (select oid from pg_database where datname = current_database())`;
+      expect(locks?.n).toBe(0);
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "the events table refuses a broken chain, a duplicate reference_id and a duplicate previous_id",
+    async () => {
+      const pg = db();
+      const now = new Date().toISOString();
+      const insert = (sequenceId: number, previousId: number, referenceId: number) =>
+        pg`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at)
+            values (${sequenceId}, ${previousId}, ${referenceId}, 'CREATE_ORDER', 1, '{}', ${now}, ${now})`;
+      const failure = (p: Promise<unknown>) =>
+        p.then(
+          () => {
+            throw new Error("insert unexpectedly succeeded");
+          },
+          (e: unknown) => e as { code?: string; constraint_name?: string },
+        );
+
+      await insert(1, 0, 1001);
+
+      // previous_id must be sequence_id - 1
+      const broken = await failure(insert(2, 0, 1002));
+      expect(broken.code).toBe("23514");
+      expect(broken.constraint_name).toBe("events_previous_id_is_predecessor");
+      const broken2 = await failure(insert(5, 3, 1005));
+      expect(broken2.constraint_name).toBe("events_previous_id_is_predecessor");
+
+      // sequence ids are positive
+      const zero = await failure(insert(0, -1, 1000));
+      expect(zero.code).toBe("23514");
+      expect(zero.constraint_name).toBe("events_sequence_id_positive");
+
+      // reference_id is unique
+      const dupRef = await failure(insert(2, 1, 1001));
+      expect(dupRef.code).toBe("23505");
+      expect(dupRef.constraint_name).toBe("events_reference_id_unique");
+
+      // previous_id is unique. With the check in place a repeated previous_id also repeats sequence_id, so
+      // either unique index may report it; it must fail as a unique violation all the same.
+      const dupPrev = await failure(insert(1, 0, 1003));
+      expect(dupPrev.code).toBe("23505");
+      expect(["events_pkey", "events_previous_id_unique"]).toContain(dupPrev.constraint_name ?? "");
+
+      // To see the previous_id constraint on its own, lift the check inside a transaction that is rolled back.
+      const isolated = await failure(
+        pg.begin(async (tx) => {
+          await tx`alter table events drop constraint events_previous_id_is_predecessor`;
+          await tx`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at)
+                   values (7, 0, 1007, 'CREATE_ORDER', 1, '{}', ${now}, ${now})`;
+        }),
+      );
+      expect(isolated.code).toBe("23505");
+      expect(isolated.constraint_name).toBe("events_previous_id_unique");
+
+      // The rollback restored the check, and only the one valid row was stored.
+      const [check] = await pg<{ n: number }[]>`
+        select count(*)::int as n from pg_constraint where conname = 'events_previous_id_is_predecessor'`;
+      expect(check?.n).toBe(1);
+      const rows = await pg<{ sequence_id: string; previous_id: string; reference_id: string }[]>`
+        select sequence_id::text, previous_id::text, reference_id::text from events order by sequence_id`;
+      expect(rows.map((r) => [r.sequence_id, r.previous_id, r.reference_id])).toEqual([["1", "0", "1001"]]);
+
+      // The valid successor is accepted.
+      await insert(2, 1, 1002);
+      const [total] = await pg<{ n: number }[]>`select count(*)::int as n from events`;
+      expect(total?.n).toBe(2);
+    },
+    TIMEOUT,
+  );
+});
+
+describe("migrations on PGlite", () => {
+  const root = mkdtempSync(join(tmpdir(), "provisioning-pglite-"));
+  const dir = join(root, "pg");
+  let database: Database | undefined;
+
+  afterAll(async () => {
+    await database?.close();
+    database = undefined;
+    rmSync(root, { recursive: true, force: true });
+  }, TIMEOUT);
+
+  const migrationCount = async (d: Database) => {
+    const result = (await d.db.execute(
+      sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+    )) as unknown as { rows: { n: number }[] } | { n: number }[];
+    const rows = Array.isArray(result) ? result : result.rows;
+    return rows[0]?.n;
+  };
+
+  test(
+    "migrate() is idempotent and the data survives a close and reopen of the directory",
+    async () => {
+      database = await openDatabase({ url: undefined, pgliteDir: dir });
+      expect(database.kind).toBe("pglite");
+      await database.migrate();
+      await database.migrate();
+      expect(await migrationCount(database)).toBe(1);
+      const [empty] = await database.db.select({ n: count() }).from(events);
+      expect(empty?.n).toBe(0);
+
+      const now = new Date().toISOString();
+      await database.db.insert(events).values({
+        sequenceId: 1n,
+        previousId: 0n,
+        referenceId: 424242n,
+        type: "CREATE_ORDER",
+        userId: 7n,
+        payload: '{"sequenceId":"1"}',
+        createdAt: now,
+        sequencedAt: now,
+      });
+      // The check constraint holds on PGlite too.
+      const broken = await database.db
+        .insert(events)
+        .values({
+          sequenceId: 3n,
+          previousId: 1n,
+          referenceId: 424243n,
+          type: "CREATE_ORDER",
+          userId: 7n,
+          payload: "{}",
+          createdAt: now,
+          sequencedAt: now,
+        })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      expect(broken).not.toBeNull();
+      await database.close();
+      database = undefined;
+
+      database = await openDatabase({ url: undefined, pgliteDir: dir });
+      await database.migrate();
+      expect(await migrationCount(database)).toBe(1);
+      const rows = await database.db.select().from(events);
+      expect(rows).toHaveLength(1);
+      expect(rows[0]?.sequenceId).toBe(1n);
+      expect(rows[0]?.previousId).toBe(0n);
+      expect(rows[0]?.referenceId).toBe(424242n);
+      expect(rows[0]?.userId).toBe(7n);
+      expect(rows[0]?.payload).toBe('{"sequenceId":"1"}');
+      expect(new Date(rows[0]?.createdAt ?? "").toISOString()).toBe(now);
+    },
+    TIMEOUT,
+  );
+});
