@@ -1,6 +1,7 @@
 /**
  * Environment → typed configuration. Every bad value stops start-up with one line naming the variable.
  */
+import type { Failpoint } from "./app/sequencer.ts";
 import { MAX_WORKER_ID } from "./domain/ids.ts";
 
 export type Role = "all" | "api" | "sequencer";
@@ -24,7 +25,12 @@ export type Config = {
   maxAckPending: number;
   bodyLimitBytes: number;
   logLevel: "info" | "warn" | "error" | "silent";
+  /** Fault injection for tests: die (SIGKILL) at this point of the FAILPOINT_AFTER-th batch that reaches it. */
+  failpoint: Failpoint | undefined;
+  failpointAfter: number;
 };
+
+const FAILPOINTS: readonly Failpoint[] = ["after-commit", "after-publish", "mid-ack"];
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -85,6 +91,12 @@ export function loadConfig(env: Env = process.env): Config {
   if (logLevel !== "info" && logLevel !== "warn" && logLevel !== "error" && logLevel !== "silent") {
     throw new ConfigError(`LOG_LEVEL must be info, warn, error or silent (got ${JSON.stringify(logLevel)})`);
   }
+  const failpoint = env.FAILPOINT || undefined;
+  if (failpoint !== undefined && !FAILPOINTS.includes(failpoint as Failpoint)) {
+    throw new ConfigError(
+      `FAILPOINT must be one of ${FAILPOINTS.join(", ")} (got ${JSON.stringify(failpoint)})`,
+    );
+  }
   return {
     port: integer(env, "PORT", 3000, 0, 65535),
     host: env.HOST || "127.0.0.1",
@@ -101,5 +113,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxAckPending: integer(env, "SEQUENCER_MAX_ACK_PENDING", 20_000, 1, 1_000_000),
     bodyLimitBytes: integer(env, "BODY_LIMIT_BYTES", 16_384, 256, 10_485_760),
     logLevel,
+    failpoint: failpoint as Failpoint | undefined,
+    failpointAfter: integer(env, "FAILPOINT_AFTER", 1, 1, 1_000_000),
   };
 }

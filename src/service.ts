@@ -6,7 +6,8 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Database, openDatabase } from "./adapters/db/client.ts";
 import { DrizzleEventStore } from "./adapters/db/event-store.ts";
-import { createHttpApp } from "./adapters/http/app.ts";
+import { InProcessWriterLease, PostgresWriterLease, type WriterLease } from "./adapters/db/writer-lease.ts";
+import { createHttpApp, createOpsApp } from "./adapters/http/app.ts";
 import type { ReadinessCheck } from "./adapters/http/ops.ts";
 import { JetStreamIntakeSource } from "./adapters/nats/intake-consumer.ts";
 import { JetStreamIntakePublisher } from "./adapters/nats/intake-publisher.ts";
@@ -15,7 +16,8 @@ import { JetStreamTradingLog } from "./adapters/nats/trading-publisher.ts";
 import { TokenService } from "./app/auth.ts";
 import { backoffDelay, sleep } from "./app/backoff.ts";
 import { OrderIntake } from "./app/intake.ts";
-import { Sequencer } from "./app/sequencer.ts";
+import { type LeadershipState, type LeaderTerm, runWhileLeader } from "./app/leadership.ts";
+import { type FailpointHook, Sequencer } from "./app/sequencer.ts";
 import type { Config, Role } from "./config.ts";
 import { SnowflakeGenerator } from "./domain/ids.ts";
 import type { Logger } from "./logger.ts";
@@ -23,12 +25,13 @@ import { resolveAuthSecret } from "./runtime/auth-secret.ts";
 import { type EmbeddedNats, startEmbeddedNats } from "./runtime/embedded-nats.ts";
 
 export type RunningService = {
-  /** Base URL of the HTTP API, when this role serves it. */
-  url: string | undefined;
+  /** Base URL of the HTTP server (the API, or just /healthz and /readyz for the sequencer role). */
+  url: string;
   natsUrl: string;
   database: Database;
   tokens: TokenService | undefined;
-  sequencer: Sequencer | undefined;
+  /** Whether this process currently holds the writer lock, and its sequencer while it does. */
+  leadership: LeadershipState;
   stop(): Promise<void>;
 };
 
@@ -56,6 +59,18 @@ function trackConnection(nc: NatsConnection, log: Logger): () => boolean {
     }
   })().catch((error) => log.error("nats status watcher stopped", { error }));
   return () => connected && !nc.isClosed();
+}
+
+/** FAILPOINT: die abruptly (SIGKILL, no cleanup) at a named point, as a crash would. Tests only. */
+function failpointHook(config: Config, log: Logger): FailpointHook | undefined {
+  const { failpoint, failpointAfter } = config;
+  if (!failpoint) return undefined;
+  let reached = 0;
+  return (point) => {
+    if (point !== failpoint || ++reached < failpointAfter) return;
+    log.error("FAILPOINT reached: killing this process", { failpoint, batch: reached });
+    process.kill(process.pid, "SIGKILL");
+  };
 }
 
 export async function startService(config: Config, role: Role, log: Logger): Promise<RunningService> {
@@ -90,22 +105,35 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   const store = new DrizzleEventStore(database.db);
 
   const abort = new AbortController();
-  let sequencer: Sequencer | undefined;
+  const leadership: LeadershipState = { leader: false, term: undefined };
+  let lease: WriterLease | undefined;
   let sequencerDone: Promise<void> = Promise.resolve();
-  let source: JetStreamIntakeSource | undefined;
   if (runSequencer) {
-    source = await withRetry(log, "intake consumer", () =>
-      JetStreamIntakeSource.open(js, config.batchSize * 2),
-    );
+    const writerLease: WriterLease = config.databaseUrl
+      ? new PostgresWriterLease(config.databaseUrl, log.child({ component: "writer-lock" }))
+      : new InProcessWriterLease(database.db);
+    lease = writerLease;
     const trading = new JetStreamTradingLog(js, jsm, config.publishTimeoutMs);
-    sequencer = new Sequencer(
-      source,
-      store,
-      trading,
-      { batchSize: config.batchSize, fetchWaitMs: config.fetchWaitMs, catchUpPageSize: 1000 },
-      log.child({ component: "sequencer" }),
-    );
-    sequencerDone = sequencer.run(abort.signal);
+    const sequencerLog = log.child({ component: "sequencer" });
+    const startTerm = async (): Promise<LeaderTerm> => {
+      const source = await JetStreamIntakeSource.open(js, config.batchSize * 2);
+      const sequencer = new Sequencer(
+        source,
+        new DrizzleEventStore(writerLease.db, writerLease.fence),
+        trading,
+        {
+          batchSize: config.batchSize,
+          fetchWaitMs: config.fetchWaitMs,
+          catchUpPageSize: 1000,
+          keepAliveMs: Math.max(250, Math.floor(config.ackWaitMs / 3)),
+        },
+        sequencerLog,
+        undefined,
+        failpointHook(config, sequencerLog),
+      );
+      return { sequencer, close: () => source.close() };
+    };
+    sequencerDone = runWhileLeader(writerLease, startTerm, abort.signal, sequencerLog, leadership);
   }
 
   const readiness: ReadinessCheck = async () => {
@@ -116,49 +144,52 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     } catch (error) {
       checks.database = { ok: false, detail: error instanceof Error ? error.message : String(error) };
     }
-    if (sequencer) {
-      const status = sequencer.status();
-      checks.sequencer = { ok: status.tradingInSync, detail: status.lastError ?? `head ${status.head}` };
+    if (runSequencer) {
+      checks.leader = {
+        ok: leadership.leader,
+        detail: leadership.leader ? "holds the writer lock" : "standby",
+      };
+      const status = leadership.term?.sequencer.status();
+      checks.sequencer = status
+        ? { ok: status.tradingInSync, detail: status.lastError ?? `head ${status.head}` }
+        : { ok: false, detail: "not sequencing" };
     }
     return checks;
   };
 
-  let url: string | undefined;
-  let stopHttp: () => Promise<void> = async () => {};
-  if (serveApi && tokens) {
-    const intake = new OrderIntake(
-      new SnowflakeGenerator(config.workerId),
-      new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp),
-    );
-    const app = createHttpApp({
-      intake,
-      tokens,
-      store,
-      readiness,
-      bodyLimitBytes: config.bodyLimitBytes,
-      log: log.child({ component: "http" }),
-    });
-    // Bun's own cap sits well above the app's limit: the app answers 413 as JSON; Bun only cuts off abuse.
-    app.listen({
-      port: config.port,
-      hostname: config.host,
-      maxRequestBodySize: config.bodyLimitBytes * 4 + 65_536,
-    });
-    const server = app.server;
-    if (!server) throw new Error("HTTP server did not start");
-    url = `http://${config.host}:${server.port}`;
-    stopHttp = async () => {
-      await app.stop();
-    };
-  }
+  const httpLog = log.child({ component: "http" });
+  // The API role serves everything; the sequencer-only role serves just /healthz and /readyz.
+  const app = tokens
+    ? createHttpApp({
+        intake: new OrderIntake(
+          new SnowflakeGenerator(config.workerId),
+          new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp),
+        ),
+        tokens,
+        store,
+        readiness,
+        bodyLimitBytes: config.bodyLimitBytes,
+        log: httpLog,
+      })
+    : createOpsApp(readiness, httpLog);
+  // Bun's own cap sits well above the app's limit: the app answers 413 as JSON; Bun only cuts off abuse.
+  app.listen({
+    port: config.port,
+    hostname: config.host,
+    maxRequestBodySize: config.bodyLimitBytes * 4 + 65_536,
+  });
+  const server = app.server;
+  if (!server) throw new Error("HTTP server did not start");
+  const url = `http://${config.host}:${server.port}`;
+  const stopHttp = () => app.stop();
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
     stopping ??= (async () => {
       await stopHttp(); // no new requests
-      abort.abort(); // the sequencer finishes its step; an unacked batch is redelivered to the next one
+      abort.abort(); // the sequencer finishes its step; an unacked batch is handed back for the next one
       await sequencerDone;
-      await source?.close();
+      await lease?.close().catch((error) => log.warn("writer lock close failed", { error }));
       await nc.drain().catch((error) => log.warn("nats drain failed", { error }));
       await database.close().catch((error) => log.warn("database close failed", { error }));
       await embedded?.stop();
@@ -166,5 +197,5 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     return stopping;
   };
 
-  return { url, natsUrl, database, tokens, sequencer, stop };
+  return { url, natsUrl, database, tokens, leadership, stop };
 }

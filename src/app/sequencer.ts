@@ -22,6 +22,11 @@ import { backoffDelay, sleep } from "./backoff.ts";
 
 export type SequencerOptions = {
   batchSize: number;
+  /**
+   * While a batch is in hand (a slow commit, a retry), tell the server every this many ms that we are still
+   * working on it, so it is not redelivered after ack_wait. A third of ack_wait is a safe choice.
+   */
+  keepAliveMs: number;
   /** How long to wait for the first message of a batch before looping (keeps shutdown prompt). */
   fetchWaitMs: number;
   /** Page size when republishing missing events to TRADING. */
@@ -33,6 +38,13 @@ export class TradingAheadError extends Error {
 }
 
 export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError: string | null };
+
+/**
+ * Named points in a batch's life where fault-injection tests make the process die (see FAILPOINT in config.ts):
+ * after the commit, after TRADING confirmed the batch, and after half of the batch was acked.
+ */
+export type Failpoint = "after-commit" | "after-publish" | "mid-ack";
+export type FailpointHook = (point: Failpoint) => void;
 
 export class Sequencer {
   private head: Head = EMPTY_HEAD;
@@ -47,6 +59,7 @@ export class Sequencer {
     private readonly options: SequencerOptions,
     private readonly log: Logger,
     private readonly now: () => Date = () => new Date(),
+    private readonly failpoint: FailpointHook = () => {},
   ) {}
 
   status(): SequencerStatus {
@@ -59,14 +72,19 @@ export class Sequencer {
     while (!signal.aborted) {
       const batch = await this.source.next(this.options.batchSize, this.options.fetchWaitMs);
       if (batch.length === 0) continue;
-      await this.retrying(signal, async (attempt) => {
-        if (attempt > 0) {
-          for (const msg of batch) msg.working(); // we still own these: do not let the server redeliver them
-          await this.recover();
-        }
-        await this.processBatch(batch);
-      });
-      // On shutdown mid-retry the batch stays unacked: the next sequencer gets it redelivered and filters it.
+      // We own these messages until they are acked: keep them from being redelivered while we work or retry.
+      const keepAlive = setInterval(() => {
+        for (const msg of batch) msg.working();
+      }, this.options.keepAliveMs);
+      try {
+        await this.retrying(signal, async (attempt) => {
+          if (attempt > 0) await this.recover();
+          await this.processBatch(batch);
+        });
+      } finally {
+        clearInterval(keepAlive);
+      }
+      // On shutdown mid-retry the batch stays unacked: the source hands it back and the next sequencer filters it.
     }
   }
 
@@ -121,13 +139,19 @@ export class Sequencer {
 
     await this.store.append(toStore, rejected);
     this.head = result.head;
+    this.failpoint("after-commit");
     for (const r of rejected)
       this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
 
     await this.trading.append(
       toStore.map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload })),
     );
-    for (const msg of batch) msg.ack();
+    this.failpoint("after-publish");
+    const half = Math.floor(batch.length / 2);
+    batch.forEach((msg, i) => {
+      if (i === half) this.failpoint("mid-ack");
+      msg.ack();
+    });
     this.lastError = null;
   }
 

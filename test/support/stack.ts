@@ -71,7 +71,7 @@ export async function runSequencer(
     source,
     stack.store,
     options.wrapTrading ? options.wrapTrading(real) : real,
-    { batchSize: options.batchSize ?? 500, fetchWaitMs: 100, catchUpPageSize: 50 },
+    { batchSize: options.batchSize ?? 500, fetchWaitMs: 100, catchUpPageSize: 50, keepAliveMs: 5_000 },
     createLogger({ test: true }, "silent"),
   );
   const abort = new AbortController();

@@ -32,6 +32,8 @@ describe("loadConfig defaults", () => {
       maxAckPending: 20_000,
       bodyLimitBytes: 16_384,
       logLevel: "info",
+      failpoint: undefined,
+      failpointAfter: 1,
     };
     expect(loadConfig({})).toEqual(expected);
   });
@@ -91,6 +93,8 @@ describe("loadConfig valid values", () => {
       maxAckPending: 1,
       bodyLimitBytes: 256,
       logLevel: "silent",
+      failpoint: undefined,
+      failpointAfter: 1,
     });
   });
 
@@ -160,6 +164,8 @@ describe("loadConfig rejects bad values with a ConfigError naming the variable",
     ["LOG_LEVEL", "loud"],
     ["LOG_LEVEL", "INFO"],
     ["LOG_LEVEL", "debug"],
+    ["FAILPOINT", "before-commit"],
+    ["FAILPOINT_AFTER", "0"],
   ])("%s=%p", (name, value) => {
     const error = configError({ [name]: value });
     expect(error).toBeInstanceOf(ConfigError);

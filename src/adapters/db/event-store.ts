@@ -29,8 +29,14 @@ function toIso(timestamp: string): string {
   return new Date(timestamp).toISOString();
 }
 
+/** Runs first inside every append transaction; throws to refuse the write (see writer-lease.ts). */
+export type WriteFence = (tx: Pick<Db, "execute">) => Promise<void>;
+
 export class DrizzleEventStore implements EventStore {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly fence?: WriteFence,
+  ) {}
 
   async head(): Promise<Head> {
     const rows = await this.db
@@ -54,6 +60,7 @@ export class DrizzleEventStore implements EventStore {
   async append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void> {
     if (batch.length === 0 && rejected.length === 0) return;
     await this.db.transaction(async (tx) => {
+      await this.fence?.(tx);
       if (batch.length > 0) {
         await tx.insert(events).values(
           batch.map(({ event, payload }) => ({

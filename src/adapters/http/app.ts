@@ -62,3 +62,8 @@ export function createHttpApp(deps: HttpDeps) {
     .use(eventsModule(deps.store))
     .use(ordersModule(deps.intake, deps.tokens));
 }
+
+/** For the sequencer-only role: health and readiness, nothing else. */
+export function createOpsApp(readiness: ReadinessCheck, log: Logger) {
+  return new Elysia().use(errorMapping(log)).use(opsModule(readiness));
+}
