@@ -1,0 +1,111 @@
+/**
+ * Single writer on a real PostgreSQL: one lease holder at a time, a standby takes over when the holder goes,
+ * a write without the lock is refused inside its own transaction, and two writers that bypass the lease still
+ * cannot fork the sequence (primary key + unique previous_id).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import postgres from "postgres";
+import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
+import { DrizzleEventStore, type StoredEvent } from "../../src/adapters/db/event-store.ts";
+import { LeadershipLostError, PostgresWriterLease } from "../../src/adapters/db/writer-lease.ts";
+import { encodeSequencedEvent, type SequencedEvent } from "../../src/domain/events.ts";
+import { getPostgres } from "../support/services.ts";
+import { makeOrder, quietLogger, waitFor } from "../support/stack.ts";
+
+function sequenced(sequenceId: bigint): StoredEvent {
+  const event: SequencedEvent = {
+    ...makeOrder(),
+    sequenceId,
+    previousId: sequenceId - 1n,
+    sequencedAt: new Date().toISOString(),
+  };
+  return { event, payload: encodeSequencedEvent(event) };
+}
+
+describe("writer lease", () => {
+  let url: string;
+  let database: Database;
+  let admin: postgres.Sql;
+  const leases: PostgresWriterLease[] = [];
+  const lease = () => {
+    const created = new PostgresWriterLease(url, quietLogger, { pollMs: 100, heartbeatMs: 200 });
+    leases.push(created);
+    return created;
+  };
+
+  beforeAll(async () => {
+    url = await (await getPostgres()).createDatabase();
+    database = await openDatabase({ url, pgliteDir: "" });
+    await database.migrate();
+    admin = postgres(url, { max: 1, onnotice: () => {} });
+  });
+
+  afterAll(async () => {
+    for (const l of leases) await l.close().catch(() => {});
+    await admin.end();
+    await database.close();
+  });
+
+  test("one holder at a time; a standby takes over within a second of release", async () => {
+    const a = lease();
+    const b = lease();
+    expect(await a.acquire(AbortSignal.timeout(5_000))).toBe(true);
+    const standby = AbortSignal.timeout(600);
+    expect(await b.acquire(standby)).toBe(false); // gave up while a held it
+    expect(b.isHeld()).toBe(false);
+
+    const takeover = b.acquire(AbortSignal.timeout(5_000));
+    const released = Date.now();
+    await a.release();
+    expect(await takeover).toBe(true);
+    expect(Date.now() - released).toBeLessThan(1_000);
+    expect(b.isHeld()).toBe(true);
+
+    // The old holder's fence now refuses to write, inside the transaction.
+    const refused = new DrizzleEventStore(a.db, a.fence).append([sequenced(1n)], []);
+    await expect(refused).rejects.toBeInstanceOf(LeadershipLostError);
+    const writer = new DrizzleEventStore(b.db, b.fence);
+    await writer.append([sequenced(1n)], []);
+    expect((await writer.head()).sequenceId).toBe(1n);
+    await b.release();
+  });
+
+  test("losing the lock's connection aborts `lost` and the reconnected session cannot write", async () => {
+    const holder = lease();
+    expect(await holder.acquire(AbortSignal.timeout(5_000))).toBe(true);
+    const head = (await new DrizzleEventStore(database.db).head()).sequenceId;
+    await admin`select pg_terminate_backend(pid) from pg_stat_activity
+      where application_name = 'sequencer-writer' and pid <> pg_backend_pid()`;
+    await waitFor("lost signal", async () => holder.lost.aborted, 5_000);
+    expect(holder.isHeld()).toBe(false);
+    expect(holder.lost.reason).toBeInstanceOf(LeadershipLostError);
+    // postgres.js reconnects this client to a new session, which does not hold the lock: the fence refuses.
+    const store = new DrizzleEventStore(holder.db, holder.fence);
+    await expect(store.append([sequenced(head + 1n)], [])).rejects.toBeInstanceOf(LeadershipLostError);
+    expect((await new DrizzleEventStore(database.db).head()).sequenceId).toBe(head);
+    // It can become the writer again once it re-acquires.
+    expect(await holder.acquire(AbortSignal.timeout(5_000))).toBe(true);
+    await store.append([sequenced(head + 1n)], []);
+    await holder.release();
+  });
+
+  test("two writers forced past the lease cannot fork the sequence", async () => {
+    const store = new DrizzleEventStore(database.db);
+    const head = (await store.head()).sequenceId;
+    const first = new DrizzleEventStore(database.db);
+    const second = new DrizzleEventStore(database.db);
+    // Both computed the same next number from the same head, with different events.
+    const results = await Promise.allSettled([
+      first.append([sequenced(head + 1n), sequenced(head + 2n)], []),
+      second.append([sequenced(head + 1n)], []),
+    ]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    expect(results.filter((r) => r.status === "rejected")).toHaveLength(1);
+    const records = await store.readAfter(0n, 1000);
+    expect(records.map((r) => r.sequenceId)).toEqual(records.map((_, i) => BigInt(i + 1)));
+    // A row that does not name its immediate predecessor is refused by the check constraint.
+    const fork = sequenced(head + 5n);
+    fork.event.previousId = head;
+    await expect(store.append([fork], [])).rejects.toThrow();
+  });
+});
