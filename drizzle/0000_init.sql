@@ -5,10 +5,12 @@ CREATE TABLE "events" (
 	"type" text NOT NULL,
 	"user_id" bigint NOT NULL,
 	"payload" text NOT NULL,
+	"idempotency_key" text,
 	"created_at" timestamp with time zone NOT NULL,
 	"sequenced_at" timestamp with time zone NOT NULL,
 	CONSTRAINT "events_previous_id_unique" UNIQUE("previous_id"),
 	CONSTRAINT "events_reference_id_unique" UNIQUE("reference_id"),
+	CONSTRAINT "events_idempotency_key_unique" UNIQUE("idempotency_key"),
 	CONSTRAINT "events_sequence_id_positive" CHECK ("events"."sequence_id" > 0),
 	CONSTRAINT "events_previous_id_is_predecessor" CHECK ("events"."previous_id" = "events"."sequence_id" - 1)
 );

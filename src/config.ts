@@ -18,6 +18,8 @@ export type Config = {
   authSecret: string | undefined;
   workerId: number;
   duplicateWindowMs: number;
+  /** How long an Idempotency-Key answers with the first answer (the KV bucket's TTL). */
+  idempotencyWindowMs: number;
   publishTimeoutMs: number;
   batchSize: number;
   fetchWaitMs: number;
@@ -106,6 +108,7 @@ export function loadConfig(env: Env = process.env): Config {
     authSecret,
     workerId: integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID),
     duplicateWindowMs: duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000),
+    idempotencyWindowMs: duration(env, "IDEMPOTENCY_WINDOW", "24h", 1_000, 30 * 24 * 3_600_000),
     publishTimeoutMs: duration(env, "PUBLISH_TIMEOUT", "5s", 100, 60_000),
     batchSize: integer(env, "SEQUENCER_BATCH_SIZE", 1000, 1, 5000),
     fetchWaitMs: duration(env, "SEQUENCER_FETCH_WAIT", "1s", 10, 60_000),

@@ -9,13 +9,15 @@ import { DrizzleEventStore } from "./adapters/db/event-store.ts";
 import { InProcessWriterLease, PostgresWriterLease, type WriterLease } from "./adapters/db/writer-lease.ts";
 import { createHttpApp, createOpsApp } from "./adapters/http/app.ts";
 import type { ReadinessCheck } from "./adapters/http/ops.ts";
+import { KvIdempotencyStore } from "./adapters/nats/idempotency-kv.ts";
 import { JetStreamIntakeSource } from "./adapters/nats/intake-consumer.ts";
+import { JetStreamIntakeLookup } from "./adapters/nats/intake-lookup.ts";
 import { JetStreamIntakePublisher } from "./adapters/nats/intake-publisher.ts";
 import { ensureTopology } from "./adapters/nats/topology.ts";
 import { JetStreamTradingLog } from "./adapters/nats/trading-publisher.ts";
 import { TokenService } from "./app/auth.ts";
 import { backoffDelay, sleep } from "./app/backoff.ts";
-import { OrderIntake } from "./app/intake.ts";
+import { IntakeService } from "./app/intake.ts";
 import { type LeadershipState, type LeaderTerm, runWhileLeader } from "./app/leadership.ts";
 import { type FailpointHook, Sequencer } from "./app/sequencer.ts";
 import type { Config, Role } from "./config.ts";
@@ -161,10 +163,14 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   // The API role serves everything; the sequencer-only role serves just /healthz and /readyz.
   const app = tokens
     ? createHttpApp({
-        intake: new OrderIntake(
+        intake: new IntakeService(
           new SnowflakeGenerator(config.workerId),
           new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp),
+          await withRetry(log, "idempotency bucket", () =>
+            KvIdempotencyStore.open(js, config.idempotencyWindowMs),
+          ),
         ),
+        pending: new JetStreamIntakeLookup(js, jsm),
         tokens,
         store,
         readiness,

@@ -23,3 +23,18 @@ export class UnavailableError extends Error {
     super(message, options);
   }
 }
+
+/** The request contradicts earlier state (an Idempotency-Key reused for another request). */
+export class ConflictError extends Error {
+  override readonly name = "ConflictError";
+}
+
+/** Authenticated, but not allowed (a user token on an admin route). */
+export class ForbiddenError extends Error {
+  override readonly name = "ForbiddenError";
+}
+
+/** The thing asked for does not exist. */
+export class NotFoundError extends Error {
+  override readonly name = "NotFoundError";
+}

@@ -1,51 +1,149 @@
 /**
- * The intake use case (the seed's ProduceCreateOrderTradingEvent): validate, mint ids, publish, answer.
- * The answer is given only after JetStream acknowledged the write; if it did not, the caller gets an
- * UnavailableError and must retry — an order is never reported accepted unless it is on the intake stream.
+ * The intake use case (the seed's ProduceCreateOrderTradingEvent, for all four event types): validate, mint ids,
+ * publish, answer. The answer is given only after JetStream acknowledged the write; if it did not, the caller gets
+ * an UnavailableError (503) — an event is never reported accepted unless it is on the intake stream.
  */
 
 import type { IntakePublisher } from "../adapters/nats/intake-publisher.ts";
-import type { Direction, IntakeEvent } from "../domain/events.ts";
+import {
+  type CancelOrder,
+  type CreateOrder,
+  checkField,
+  crossFieldProblem,
+  type Deposit,
+  decodeIntakeEvent,
+  EVENT_FIELDS,
+  type EventBody,
+  encodeIntakeEvent,
+  type Intake,
+  type Transfer,
+} from "../domain/events.ts";
 import type { SnowflakeGenerator } from "../domain/ids.ts";
-import { type DecimalRule, PRICE_RULE, parsePositiveDecimal, QUANTITY_RULE } from "../domain/money.ts";
-import { InvalidInputError, UnavailableError } from "./errors.ts";
+import type { Principal } from "./auth.ts";
+import { ForbiddenError, InvalidInputError, UnavailableError } from "./errors.ts";
+import { type Answer, type IdempotencyStore, runIdempotent } from "./idempotency.ts";
 
-export type CreateOrderInput = { direction: Direction; price: string; quantity: string };
-export type Accepted = { referenceId: bigint; orderId: bigint };
+export type { Answer } from "./idempotency.ts";
 
-function decimalField(field: string, value: string, rule: DecimalRule): string {
-  const check = parsePositiveDecimal(value, rule);
-  if (!check.ok) throw new InvalidInputError(field, `${field} ${check.reason}`);
-  return check.value;
+/** Raw request fields as they arrive (strings from JSON or the path); validated here, not trusted. */
+type Raw = Record<string, unknown>;
+
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Validates `raw` against the type's fields (EVENT_FIELDS), except those the service fills in itself, and returns
+ * the canonical values. The first bad field is named in the error.
+ */
+function validate<T extends EventBody>(
+  type: T["type"],
+  raw: Raw,
+  filled: Partial<Record<string, bigint>>,
+): T {
+  const body: Record<string, unknown> = { type };
+  for (const [name, kind] of EVENT_FIELDS[type]) {
+    if (name in filled) {
+      body[name] = filled[name];
+      continue;
+    }
+    const checked = checkField(name, kind, raw[name]);
+    if (!checked.ok) throw new InvalidInputError(name, checked.reason);
+    body[name] = checked.value;
+  }
+  const problem = crossFieldProblem(body as EventBody);
+  if (problem) throw new InvalidInputError(problem.field, problem.reason);
+  return body as T;
 }
 
-export class OrderIntake {
+/** The request as the idempotency record keeps it: the type and its validated fields, ids as strings. */
+function canonicalRequest(body: EventBody, minted: readonly string[]): string {
+  const fields: Record<string, string> = { type: body.type };
+  for (const [name] of EVENT_FIELDS[body.type]) {
+    if (!minted.includes(name)) fields[name] = String((body as unknown as Record<string, unknown>)[name]);
+  }
+  return JSON.stringify(fields);
+}
+
+export class IntakeService {
   constructor(
     private readonly ids: SnowflakeGenerator,
     private readonly publisher: IntakePublisher,
+    private readonly idempotency: IdempotencyStore | undefined,
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  async createOrder(userId: bigint, input: CreateOrderInput): Promise<Accepted> {
-    const price = decimalField("price", input.price, PRICE_RULE);
-    const quantity = decimalField("quantity", input.quantity, QUANTITY_RULE);
-    const event: IntakeEvent = {
-      referenceId: this.ids.next(),
-      type: "CREATE_ORDER",
-      createdAt: this.now().toISOString(),
-      userId,
-      orderId: this.ids.next(),
-      direction: input.direction,
-      price,
-      quantity,
+  createOrder(principal: Principal, raw: Raw, idempotencyKey?: string): Promise<Answer> {
+    const body = validate<CreateOrder>("CREATE_ORDER", raw, { userId: principal.userId, orderId: 0n });
+    return this.accept(principal, body, ["orderId"], idempotencyKey);
+  }
+
+  cancelOrder(principal: Principal, orderId: unknown, idempotencyKey?: string): Promise<Answer> {
+    const body = validate<CancelOrder>("CANCEL_ORDER", { orderId }, { userId: principal.userId });
+    return this.accept(principal, body, [], idempotencyKey);
+  }
+
+  deposit(principal: Principal, raw: Raw, idempotencyKey?: string): Promise<Answer> {
+    requireAdmin(principal);
+    return this.accept(principal, validate<Deposit>("DEPOSIT", raw, {}), [], idempotencyKey);
+  }
+
+  transfer(principal: Principal, raw: Raw, idempotencyKey?: string): Promise<Answer> {
+    requireAdmin(principal);
+    return this.accept(principal, validate<Transfer>("TRANSFER", raw, {}), [], idempotencyKey);
+  }
+
+  private async accept(
+    principal: Principal,
+    body: EventBody,
+    minted: readonly "orderId"[],
+    idempotencyKey: string | undefined,
+  ): Promise<Answer> {
+    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+      throw new InvalidInputError(
+        "Idempotency-Key",
+        "Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 _ -",
+      );
+    }
+    const scopedKey = idempotencyKey === undefined ? undefined : `${principal.userId}:${idempotencyKey}`;
+    const build = (): Intake => {
+      const referenceId = this.ids.next();
+      const event = { ...body, referenceId, createdAt: this.now().toISOString(), idempotencyKey: scopedKey };
+      for (const name of minted) (event as Record<string, unknown>)[name] = this.ids.next();
+      return event as Intake;
     };
+    const answer = (event: Intake): Answer =>
+      event.type === "CREATE_ORDER" || event.type === "CANCEL_ORDER"
+        ? { referenceId: event.referenceId.toString(), orderId: event.orderId.toString() }
+        : { referenceId: event.referenceId.toString() };
+
+    if (scopedKey === undefined || !this.idempotency) {
+      const event = build();
+      await this.publish(event);
+      return answer(event);
+    }
+    return runIdempotent(this.idempotency, scopedKey.replace(":", "."), canonicalRequest(body, minted), {
+      build,
+      encode: encodeIntakeEvent,
+      decode: (text) => {
+        const decoded = decodeIntakeEvent(text);
+        if (!decoded.ok) throw new Error(`stored idempotency record is not a valid event: ${decoded.reason}`);
+        return decoded.event;
+      },
+      publish: (event) => this.publish(event),
+      answer,
+    });
+  }
+
+  private async publish(event: Intake): Promise<void> {
     try {
       await this.publisher.publish(event);
     } catch (error) {
-      throw new UnavailableError("the order could not be written to the intake stream; retry later", 1, {
+      throw new UnavailableError("the request could not be written to the intake stream; retry later", 1, {
         cause: error,
       });
     }
-    return { referenceId: event.referenceId, orderId: event.orderId };
   }
+}
+
+function requireAdmin(principal: Principal): void {
+  if (!principal.admin) throw new ForbiddenError("this route needs an admin token");
 }

@@ -130,8 +130,18 @@ export class Sequencer {
       else rejected.push(this.rejection(msg, decoded.reason));
     }
 
-    const stored = await this.store.storedReferences(valid.map((event) => event.referenceId));
-    const result = sequenceBatch(this.head, valid, (id) => stored.has(id), this.now().toISOString());
+    const keys = valid.flatMap((event) => (event.idempotencyKey === undefined ? [] : [event.idempotencyKey]));
+    const stored = await this.store.findStored(
+      valid.map((event) => event.referenceId),
+      keys,
+    );
+    const result = sequenceBatch(
+      this.head,
+      valid,
+      (id) => stored.references.has(id),
+      this.now().toISOString(),
+      (key) => stored.idempotencyKeys.has(key),
+    );
     const toStore: StoredEvent[] = result.sequenced.map((event) => ({
       event,
       payload: encodeSequencedEvent(event),

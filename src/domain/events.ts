@@ -3,37 +3,102 @@
  * - IntakeEvent: what the API publishes on SEQUENCE (no sequence number yet), keyed by referenceId;
  * - SequencedEvent: what the sequencer stores in Postgres and publishes on TRADING.
  * Every id and decimal is a string on the wire; ids are bigint in memory.
+ *
+ * Each event type is described once, as an ordered list of typed fields (EVENT_FIELDS); the encoders, the
+ * decoder and the JSON key order all follow that list, so adding a type is one entry here.
  */
 import { parsePositiveId } from "./ids.ts";
-import { PRICE_RULE, parsePositiveDecimal, QUANTITY_RULE } from "./money.ts";
+import { AMOUNT_RULE, type DecimalRule, PRICE_RULE, parsePositiveDecimal, QUANTITY_RULE } from "./money.ts";
 
-export const EVENT_TYPES = ["CREATE_ORDER"] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
 export type Direction = "BUY" | "SELL";
 
-export type CreateOrderFields = {
+export type CreateOrder = {
+  type: "CREATE_ORDER";
   userId: bigint;
   orderId: bigint;
   direction: Direction;
   price: string;
   quantity: string;
 };
+export type CancelOrder = { type: "CANCEL_ORDER"; userId: bigint; orderId: bigint };
+export type Deposit = { type: "DEPOSIT"; userId: bigint; assetId: bigint; amount: string };
+export type Transfer = {
+  type: "TRANSFER";
+  fromUserId: bigint;
+  toUserId: bigint;
+  assetId: bigint;
+  amount: string;
+};
 
-export type IntakeEvent = {
+/** What a request asks for: one of the four event types with its own fields. */
+export type EventBody = CreateOrder | CancelOrder | Deposit | Transfer;
+export type EventType = EventBody["type"];
+
+type Envelope = {
   referenceId: bigint;
-  type: "CREATE_ORDER";
   createdAt: string;
-} & CreateOrderFields;
-
-export type SequencedEvent = IntakeEvent & {
+  /** `<principal user id>:<Idempotency-Key>` when the request carried one; stored, not published on TRADING. */
+  idempotencyKey?: string | undefined;
+};
+export type Intake<T extends EventBody = EventBody> = T & Envelope;
+export type Sequenced<T extends EventBody = EventBody> = Intake<T> & {
   sequenceId: bigint;
   previousId: bigint;
   sequencedAt: string;
 };
+export type IntakeEvent = Intake;
+export type SequencedEvent = Sequenced;
+
+type FieldKind = "id" | "direction" | { decimal: DecimalRule };
+const ID = "id" as const;
+
+export const EVENT_FIELDS: { readonly [T in EventType]: readonly (readonly [string, FieldKind])[] } = {
+  CREATE_ORDER: [
+    ["userId", ID],
+    ["orderId", ID],
+    ["direction", "direction"],
+    ["price", { decimal: PRICE_RULE }],
+    ["quantity", { decimal: QUANTITY_RULE }],
+  ],
+  CANCEL_ORDER: [
+    ["userId", ID],
+    ["orderId", ID],
+  ],
+  DEPOSIT: [
+    ["userId", ID],
+    ["assetId", ID],
+    ["amount", { decimal: AMOUNT_RULE }],
+  ],
+  TRANSFER: [
+    ["fromUserId", ID],
+    ["toUserId", ID],
+    ["assetId", ID],
+    ["amount", { decimal: AMOUNT_RULE }],
+  ],
+};
+
+export const EVENT_TYPES = Object.keys(EVENT_FIELDS) as EventType[];
+
+function isEventType(value: unknown): value is EventType {
+  return typeof value === "string" && Object.hasOwn(EVENT_FIELDS, value);
+}
 
 /** NATS subject suffix for an event type: CREATE_ORDER → create_order. */
 export function subjectToken(type: EventType): string {
   return type.toLowerCase();
+}
+
+/** The user an event belongs to (stored in events.user_id): the sender of a transfer, else its user. */
+export function ownerOf(event: EventBody): bigint {
+  return event.type === "TRANSFER" ? event.fromUserId : event.userId;
+}
+
+/** The type's own fields in their wire order, with bigint ids as decimal strings. */
+function wireFields(event: EventBody): Record<string, string> {
+  const source = event as unknown as Record<string, bigint | string>;
+  const out: Record<string, string> = {};
+  for (const [name] of EVENT_FIELDS[event.type]) out[name] = String(source[name]);
+  return out;
 }
 
 export function encodeIntakeEvent(event: IntakeEvent): string {
@@ -41,11 +106,8 @@ export function encodeIntakeEvent(event: IntakeEvent): string {
     referenceId: event.referenceId.toString(),
     type: event.type,
     createdAt: event.createdAt,
-    userId: event.userId.toString(),
-    orderId: event.orderId.toString(),
-    direction: event.direction,
-    price: event.price,
-    quantity: event.quantity,
+    ...wireFields(event),
+    ...(event.idempotencyKey === undefined ? {} : { idempotencyKey: event.idempotencyKey }),
   });
 }
 
@@ -58,11 +120,7 @@ export function encodeSequencedEvent(event: SequencedEvent): string {
     type: event.type,
     createdAt: event.createdAt,
     sequencedAt: event.sequencedAt,
-    userId: event.userId.toString(),
-    orderId: event.orderId.toString(),
-    direction: event.direction,
-    price: event.price,
-    quantity: event.quantity,
+    ...wireFields(event),
   });
 }
 
@@ -73,6 +131,37 @@ function isIsoInstant(value: unknown): value is string {
   if (typeof value !== "string" || value.length !== 24 || !value.startsWith("2")) return false;
   const time = Date.parse(value);
   return !Number.isNaN(time) && new Date(time).toISOString() === value;
+}
+
+const IDEMPOTENCY_KEY = /^[1-9][0-9]{0,18}:[A-Za-z0-9_-]{1,64}$/;
+
+/** Checks one field of a body against its kind; the parsed value or a reason. */
+export function checkField(
+  name: string,
+  kind: FieldKind,
+  value: unknown,
+): { ok: true; value: bigint | string } | { ok: false; reason: string } {
+  if (kind === "id") {
+    const id = parsePositiveId(value);
+    return id === null
+      ? { ok: false, reason: `${name} must be a positive 64-bit decimal string` }
+      : { ok: true, value: id };
+  }
+  if (kind === "direction") {
+    return value === "BUY" || value === "SELL"
+      ? { ok: true, value }
+      : { ok: false, reason: `${name} must be BUY or SELL` };
+  }
+  const decimal = parsePositiveDecimal(value, kind.decimal);
+  return decimal.ok ? { ok: true, value: decimal.value } : { ok: false, reason: `${name} ${decimal.reason}` };
+}
+
+/** Rules that span fields. */
+export function crossFieldProblem(body: EventBody): { field: string; reason: string } | null {
+  if (body.type === "TRANSFER" && body.fromUserId === body.toUserId) {
+    return { field: "toUserId", reason: "toUserId must differ from fromUserId" };
+  }
+  return null;
 }
 
 /**
@@ -90,46 +179,35 @@ export function decodeIntakeEvent(bytes: Uint8Array | string): DecodeResult {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     return { ok: false, reason: "not a JSON object" };
   const o = raw as Record<string, unknown>;
-  if (o.type !== "CREATE_ORDER") return { ok: false, reason: `unknown event type ${JSON.stringify(o.type)}` };
+  if (!isEventType(o.type)) return { ok: false, reason: `unknown event type ${JSON.stringify(o.type)}` };
+  const spec = EVENT_FIELDS[o.type];
   const allowed = new Set([
     "referenceId",
     "type",
     "createdAt",
-    "userId",
-    "orderId",
-    "direction",
-    "price",
-    "quantity",
+    "idempotencyKey",
+    ...spec.map(([name]) => name),
   ]);
   for (const key of Object.keys(o))
     if (!allowed.has(key)) return { ok: false, reason: `unexpected field ${key}` };
   const referenceId = parsePositiveId(o.referenceId);
   if (referenceId === null)
     return { ok: false, reason: "referenceId must be a positive 64-bit decimal string" };
-  const userId = parsePositiveId(o.userId);
-  if (userId === null) return { ok: false, reason: "userId must be a positive 64-bit decimal string" };
-  const orderId = parsePositiveId(o.orderId);
-  if (orderId === null) return { ok: false, reason: "orderId must be a positive 64-bit decimal string" };
-  if (!isIsoInstant(o.createdAt)) {
-    return { ok: false, reason: "createdAt must be an ISO-8601 UTC instant" };
+  if (!isIsoInstant(o.createdAt)) return { ok: false, reason: "createdAt must be an ISO-8601 UTC instant" };
+  if (
+    o.idempotencyKey !== undefined &&
+    (typeof o.idempotencyKey !== "string" || !IDEMPOTENCY_KEY.test(o.idempotencyKey))
+  ) {
+    return { ok: false, reason: "idempotencyKey must be <user id>:<1-64 of [A-Za-z0-9_-]>" };
   }
-  if (o.direction !== "BUY" && o.direction !== "SELL")
-    return { ok: false, reason: "direction must be BUY or SELL" };
-  const price = parsePositiveDecimal(o.price, PRICE_RULE);
-  if (!price.ok) return { ok: false, reason: `price ${price.reason}` };
-  const quantity = parsePositiveDecimal(o.quantity, QUANTITY_RULE);
-  if (!quantity.ok) return { ok: false, reason: `quantity ${quantity.reason}` };
-  return {
-    ok: true,
-    event: {
-      referenceId,
-      type: "CREATE_ORDER",
-      createdAt: o.createdAt,
-      userId,
-      orderId,
-      direction: o.direction,
-      price: price.value,
-      quantity: quantity.value,
-    },
-  };
+  const event: Record<string, unknown> = { referenceId, type: o.type, createdAt: o.createdAt };
+  if (o.idempotencyKey !== undefined) event.idempotencyKey = o.idempotencyKey;
+  for (const [name, kind] of spec) {
+    const checked = checkField(name, kind, o[name]);
+    if (!checked.ok) return { ok: false, reason: checked.reason };
+    event[name] = checked.value;
+  }
+  const problem = crossFieldProblem(event as EventBody);
+  if (problem) return { ok: false, reason: problem.reason };
+  return { ok: true, event: event as IntakeEvent };
 }

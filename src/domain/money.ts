@@ -9,6 +9,7 @@ export type DecimalRule = { maxScale: number; maxIntegerDigits: number };
 
 export const PRICE_RULE: DecimalRule = { maxScale: 8, maxIntegerDigits: 12 };
 export const QUANTITY_RULE: DecimalRule = { maxScale: 8, maxIntegerDigits: 12 };
+export const AMOUNT_RULE: DecimalRule = { maxScale: 8, maxIntegerDigits: 15 };
 
 const PLAIN_DECIMAL = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
 

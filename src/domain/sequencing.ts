@@ -5,6 +5,8 @@
  * - drops events whose referenceId is already stored (the seed's ErrDuplicate case: a batch redelivered after a
  *   crash, or the same request published again after the broker's duplicate window),
  * - drops repeats of a referenceId inside the batch (first one wins, keeping stream order),
+ * - does the same for idempotency keys: a request retried after the API's idempotency window got a new
+ *   referenceId but carries the same key, and must not become a second event,
  * - gives the rest contiguous sequenceIds after the head, previousId = sequenceId - 1,
  * - stamps sequencedAt so that it never goes backwards, even if the wall clock does.
  * An empty result is the seed's ErrNoop: nothing to store or publish, but the batch must still be acked.
@@ -15,30 +17,35 @@ export type Head = { sequenceId: bigint; sequencedAt: string | null };
 
 export const EMPTY_HEAD: Head = { sequenceId: 0n, sequencedAt: null };
 
-export type SequencingResult = {
-  sequenced: SequencedEvent[];
+export type SequencingResult<T extends IntakeEvent = IntakeEvent> = {
+  sequenced: (T & Pick<SequencedEvent, "sequenceId" | "previousId" | "sequencedAt">)[];
   /** Indexes (in the input batch) of events that were dropped as duplicates. */
   duplicates: number[];
   head: Head;
 };
 
-export function sequenceBatch(
+export function sequenceBatch<T extends IntakeEvent>(
   head: Head,
-  batch: readonly IntakeEvent[],
+  batch: readonly T[],
   isStored: (referenceId: bigint) => boolean,
   nowIso: string,
-): SequencingResult {
+  isKeyStored: (idempotencyKey: string) => boolean = () => false,
+): SequencingResult<T> {
   const sequencedAt = head.sequencedAt !== null && head.sequencedAt > nowIso ? head.sequencedAt : nowIso;
   const seen = new Set<bigint>();
-  const sequenced: SequencedEvent[] = [];
+  const seenKeys = new Set<string>();
+  const sequenced: SequencingResult<T>["sequenced"] = [];
   const duplicates: number[] = [];
   let next = head.sequenceId;
   batch.forEach((event, index) => {
-    if (seen.has(event.referenceId) || isStored(event.referenceId)) {
+    const key = event.idempotencyKey;
+    const repeatedKey = key !== undefined && (seenKeys.has(key) || isKeyStored(key));
+    if (repeatedKey || seen.has(event.referenceId) || isStored(event.referenceId)) {
       duplicates.push(index);
       return;
     }
     seen.add(event.referenceId);
+    if (key !== undefined) seenKeys.add(key);
     next += 1n;
     sequenced.push({ ...event, sequenceId: next, previousId: next - 1n, sequencedAt });
   });

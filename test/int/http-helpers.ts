@@ -10,10 +10,12 @@ import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
 import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
 import { createHttpApp } from "../../src/adapters/http/app.ts";
 import type { ReadinessCheck } from "../../src/adapters/http/ops.ts";
+import { KvIdempotencyStore } from "../../src/adapters/nats/idempotency-kv.ts";
+import { JetStreamIntakeLookup } from "../../src/adapters/nats/intake-lookup.ts";
 import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
 import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import { TokenService } from "../../src/app/auth.ts";
-import { OrderIntake } from "../../src/app/intake.ts";
+import { IntakeService } from "../../src/app/intake.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import type { Logger } from "../../src/logger.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
@@ -86,9 +88,10 @@ export async function startHarness(
     const store = new DrizzleEventStore(database.db);
 
     const tokens = new TokenService(SECRET);
-    const intake = new OrderIntake(
+    const intake = new IntakeService(
       new SnowflakeGenerator(1),
       new JetStreamIntakePublisher(js, options.publishTimeoutMs ?? 2_000),
+      await KvIdempotencyStore.open(js, 60_000),
     );
     let readiness: () => Promise<Checks> = async () => ({ nats: { ok: true }, database: { ok: true } });
     const log = memoryLogger();
@@ -96,6 +99,7 @@ export async function startHarness(
       intake,
       tokens,
       store,
+      pending: new JetStreamIntakeLookup(js, jsm),
       readiness: () => readiness(),
       bodyLimitBytes: options.bodyLimitBytes ?? 16_384,
       log,

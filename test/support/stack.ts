@@ -20,7 +20,7 @@ import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publish
 import { ensureTopology, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
 import { JetStreamTradingLog, type TradingLog } from "../../src/adapters/nats/trading-publisher.ts";
 import { Sequencer } from "../../src/app/sequencer.ts";
-import type { IntakeEvent } from "../../src/domain/events.ts";
+import type { CreateOrder, Intake } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { createLogger } from "../../src/logger.ts";
 
@@ -89,7 +89,7 @@ export async function runSequencer(
 let userCounter = 0n;
 const ids = new SnowflakeGenerator(900);
 
-export function makeOrder(overrides: Partial<IntakeEvent> = {}): IntakeEvent {
+export function makeOrder(overrides: Partial<Intake<CreateOrder>> = {}): Intake<CreateOrder> {
   userCounter++;
   return {
     referenceId: ids.next(),

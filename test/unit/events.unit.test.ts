@@ -1,13 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import {
+  type CreateOrder,
   type DecodeResult,
   decodeIntakeEvent,
   EVENT_TYPES,
   encodeIntakeEvent,
   encodeSequencedEvent,
-  type IntakeEvent,
-  type SequencedEvent,
+  type Intake,
+  type Sequenced,
   subjectToken,
 } from "../../src/domain/events.ts";
 
@@ -30,7 +31,7 @@ const isoArb = fc
   .map((d) => d.toISOString());
 const directionArb = fc.constantFrom("BUY" as const, "SELL" as const);
 
-const intakeArb: fc.Arbitrary<IntakeEvent> = fc.record({
+const intakeArb: fc.Arbitrary<Intake<CreateOrder>> = fc.record({
   referenceId: idArb,
   type: fc.constant("CREATE_ORDER" as const),
   createdAt: isoArb,
@@ -41,7 +42,7 @@ const intakeArb: fc.Arbitrary<IntakeEvent> = fc.record({
   quantity: decimalArb,
 });
 
-const sample: IntakeEvent = {
+const sample: Intake<CreateOrder> = {
   referenceId: 123456789012345678n,
   type: "CREATE_ORDER",
   createdAt: "2026-01-15T12:00:00.000Z",
@@ -67,7 +68,10 @@ function reasonOf(result: DecodeResult): string {
 describe("subjectToken", () => {
   test("lower-cases the event type", () => {
     expect(subjectToken("CREATE_ORDER")).toBe("create_order");
-    expect(EVENT_TYPES).toEqual(["CREATE_ORDER"]);
+    expect(subjectToken("CANCEL_ORDER")).toBe("cancel_order");
+    expect(subjectToken("DEPOSIT")).toBe("deposit");
+    expect(subjectToken("TRANSFER")).toBe("transfer");
+    expect(EVENT_TYPES).toEqual(["CREATE_ORDER", "CANCEL_ORDER", "DEPOSIT", "TRANSFER"]);
   });
 });
 
@@ -156,7 +160,7 @@ describe("encodeIntakeEvent / decodeIntakeEvent", () => {
     },
   );
 
-  test.each<[unknown]>([["CANCEL_ORDER"], ["create_order"], [""], [null], [1], [["CREATE_ORDER"]]])(
+  test.each<[unknown]>([["PLACE_ORDER"], ["create_order"], [""], [null], [1], [["CREATE_ORDER"]]])(
     "rejects unknown type %p",
     (type) => {
       expect(reasonOf(decodeIntakeEvent(wire({ type })))).toContain("unknown event type");
@@ -306,7 +310,7 @@ describe("encodeIntakeEvent / decodeIntakeEvent", () => {
 });
 
 describe("encodeSequencedEvent", () => {
-  const sequenced: SequencedEvent = {
+  const sequenced: Sequenced<CreateOrder> = {
     ...sample,
     sequenceId: 10n,
     previousId: 9n,
@@ -337,7 +341,12 @@ describe("encodeSequencedEvent", () => {
     ];
     fc.assert(
       fc.property(intakeArb, idArb, isoArb, (event, sequenceId, sequencedAt) => {
-        const full: SequencedEvent = { ...event, sequenceId, previousId: sequenceId - 1n, sequencedAt };
+        const full: Sequenced<CreateOrder> = {
+          ...event,
+          sequenceId,
+          previousId: sequenceId - 1n,
+          sequencedAt,
+        };
         const text = encodeSequencedEvent(full);
         const parsed: Record<string, unknown> = JSON.parse(text);
         expect(Object.keys(parsed)).toEqual(order);
@@ -356,7 +365,7 @@ describe("encodeSequencedEvent", () => {
           quantity: event.quantity,
         });
         // Reproducible bytes: encoding twice, or from a copy with a different property order, is identical.
-        const reordered: SequencedEvent = {
+        const reordered: Sequenced<CreateOrder> = {
           quantity: full.quantity,
           price: full.price,
           direction: full.direction,
@@ -375,7 +384,7 @@ describe("encodeSequencedEvent", () => {
   });
 
   test("drops any extra in-memory properties", () => {
-    const withExtra = { ...sequenced, secret: "x" } as SequencedEvent;
+    const withExtra = { ...sequenced, secret: "x" } as Sequenced<CreateOrder>;
     expect(JSON.parse(encodeSequencedEvent(withExtra))).not.toHaveProperty("secret");
   });
 });

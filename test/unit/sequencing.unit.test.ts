@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import type { IntakeEvent, SequencedEvent } from "../../src/domain/events.ts";
+import type { CreateOrder, Intake, Sequenced } from "../../src/domain/events.ts";
 import { EMPTY_HEAD, type Head, sequenceBatch } from "../../src/domain/sequencing.ts";
 
 const MAX_INT64 = (1n << 63n) - 1n;
@@ -16,7 +16,7 @@ const isoArb = fc
 /** A small pool of references so batches repeat them and overlap the stored set. */
 const refArb = fc.bigInt({ min: 1n, max: 40n });
 
-const eventArb = (ref: fc.Arbitrary<bigint> = refArb): fc.Arbitrary<IntakeEvent> =>
+const eventArb = (ref: fc.Arbitrary<bigint> = refArb): fc.Arbitrary<Intake<CreateOrder>> =>
   fc.record({
     referenceId: ref,
     type: fc.constant("CREATE_ORDER" as const),
@@ -38,7 +38,7 @@ const headArb: fc.Arbitrary<Head> = fc.oneof(
   }),
 );
 
-function event(referenceId: bigint, extra: Partial<IntakeEvent> = {}): IntakeEvent {
+function event(referenceId: bigint, extra: Partial<Intake<CreateOrder>> = {}): Intake<CreateOrder> {
   return {
     referenceId,
     type: "CREATE_ORDER",
@@ -56,7 +56,7 @@ const NOW = "2026-01-15T12:00:05.000Z";
 const none = (): boolean => false;
 
 /** The rule restated independently: first occurrences of references not already stored, in batch order. */
-function expectedAccepted(batch: readonly IntakeEvent[], stored: ReadonlySet<bigint>): number[] {
+function expectedAccepted(batch: readonly Intake<CreateOrder>[], stored: ReadonlySet<bigint>): number[] {
   const seen = new Set<bigint>();
   const indexes: number[] = [];
   batch.forEach((e, i) => {
@@ -160,7 +160,7 @@ describe("sequenceBatch examples", () => {
     });
     const copy = { ...input };
     const result = sequenceBatch(EMPTY_HEAD, [input], none, NOW);
-    const expected: SequencedEvent = { ...copy, sequenceId: 1n, previousId: 0n, sequencedAt: NOW };
+    const expected: Sequenced<CreateOrder> = { ...copy, sequenceId: 1n, previousId: 0n, sequencedAt: NOW };
     expect(result.sequenced).toEqual([expected]);
     expect(input).toEqual(copy);
     expect(input).not.toHaveProperty("sequenceId");
@@ -204,10 +204,10 @@ describe("sequenceBatch properties", () => {
         expect(new Set(refs).size).toBe(refs.length);
         for (const ref of refs) expect(stored.has(ref)).toBe(false);
         const expectedIdx = expectedAccepted(batch, stored);
-        expect(refs).toEqual(expectedIdx.map((i) => (batch[i] as IntakeEvent).referenceId));
+        expect(refs).toEqual(expectedIdx.map((i) => (batch[i] as Intake<CreateOrder>).referenceId));
         // The payload is the first occurrence's, not a later repeat's.
         sequenced.forEach((e, k) => {
-          const source = batch[expectedIdx[k] as number] as IntakeEvent;
+          const source = batch[expectedIdx[k] as number] as Intake<CreateOrder>;
           expect({ ...e }).toEqual({
             ...source,
             sequenceId: e.sequenceId,
@@ -239,7 +239,7 @@ describe("sequenceBatch properties", () => {
         const expectedDup = batch.map((_, i) => i).filter((i) => !accepted.has(i));
         expect(duplicates).toEqual(expectedDup);
         for (const i of duplicates) {
-          const ref = (batch[i] as IntakeEvent).referenceId;
+          const ref = (batch[i] as Intake<CreateOrder>).referenceId;
           const earlier = batch.slice(0, i).some((e) => e.referenceId === ref);
           expect(stored.has(ref) || earlier).toBe(true);
         }
@@ -286,7 +286,7 @@ describe("sequenceBatch properties", () => {
       fc.property(fc.array(fc.tuple(batchArb, isoArb), { maxLength: 12 }), (steps) => {
         let head: Head = EMPTY_HEAD;
         const stored = new Set<bigint>();
-        const all: SequencedEvent[] = [];
+        const all: Sequenced<CreateOrder>[] = [];
         for (const [batch, now] of steps) {
           const result = sequenceBatch(head, batch, (id) => stored.has(id), now);
           for (const e of result.sequenced) stored.add(e.referenceId);
@@ -302,9 +302,10 @@ describe("sequenceBatch properties", () => {
         expect(new Set(all.map((e) => e.referenceId))).toEqual(distinct);
         expect(head.sequenceId).toBe(BigInt(all.length));
         for (let i = 1; i < all.length; i++) {
-          expect((all[i] as SequencedEvent).sequencedAt >= (all[i - 1] as SequencedEvent).sequencedAt).toBe(
-            true,
-          );
+          expect(
+            (all[i] as Sequenced<CreateOrder>).sequencedAt >=
+              (all[i - 1] as Sequenced<CreateOrder>).sequencedAt,
+          ).toBe(true);
         }
       }),
       { numRuns: 300 },
@@ -325,7 +326,7 @@ describe("sequenceBatch properties", () => {
             for (const e of result.sequenced) stored.add(e.referenceId);
             head = result.head;
           }
-          const [again] = steps[pick % steps.length] as [IntakeEvent[], string];
+          const [again] = steps[pick % steps.length] as [Intake<CreateOrder>[], string];
           const replay = sequenceBatch(head, again, (id) => stored.has(id), now);
           expect(replay.sequenced).toEqual([]);
           expect(replay.duplicates.length).toBe(again.length);

@@ -2,8 +2,8 @@
  * The Postgres side of the sequencer: the head of the log, the duplicate filter, the one-transaction append,
  * and keyset reads for replay and catch-up. Written against Drizzle only, so it runs on postgres.js and PGlite.
  */
-import { asc, desc, gt, inArray } from "drizzle-orm";
-import type { SequencedEvent } from "../../domain/events.ts";
+import { asc, desc, eq, gt, inArray, or } from "drizzle-orm";
+import { ownerOf, type SequencedEvent } from "../../domain/events.ts";
 import type { Head } from "../../domain/sequencing.ts";
 import { EMPTY_HEAD } from "../../domain/sequencing.ts";
 import type { Db } from "./client.ts";
@@ -16,12 +16,17 @@ export type EventRecord = { sequenceId: bigint; type: string; payload: string };
 
 export interface EventStore {
   head(): Promise<Head>;
-  /** Which of these referenceIds are already in the log. */
-  storedReferences(referenceIds: readonly bigint[]): Promise<Set<bigint>>;
+  /** Which of these referenceIds and idempotency keys are already in the log. */
+  findStored(
+    referenceIds: readonly bigint[],
+    idempotencyKeys: readonly string[],
+  ): Promise<{ references: Set<bigint>; idempotencyKeys: Set<string> }>;
   /** Stores a sequenced batch and the rejected messages that came with it, all or nothing. */
   append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void>;
   /** Events with sequenceId > after, in order, at most `limit`. */
   readAfter(after: bigint, limit: number): Promise<EventRecord[]>;
+  /** One event by its sequenceId or by its referenceId. */
+  find(by: { sequenceId: bigint } | { referenceId: bigint }): Promise<EventRecord | null>;
 }
 
 /** Postgres renders timestamptz as "2026-01-02 03:04:05.678+00"; the wire wants ISO-8601. */
@@ -48,13 +53,26 @@ export class DrizzleEventStore implements EventStore {
     return row ? { sequenceId: row.sequenceId, sequencedAt: toIso(row.sequencedAt) } : EMPTY_HEAD;
   }
 
-  async storedReferences(referenceIds: readonly bigint[]): Promise<Set<bigint>> {
-    if (referenceIds.length === 0) return new Set();
+  async findStored(
+    referenceIds: readonly bigint[],
+    idempotencyKeys: readonly string[],
+  ): Promise<{ references: Set<bigint>; idempotencyKeys: Set<string> }> {
+    if (referenceIds.length === 0) return { references: new Set(), idempotencyKeys: new Set() };
+    const byReference = inArray(events.referenceId, [...referenceIds]);
     const rows = await this.db
-      .select({ referenceId: events.referenceId })
+      .select({ referenceId: events.referenceId, idempotencyKey: events.idempotencyKey })
       .from(events)
-      .where(inArray(events.referenceId, [...referenceIds]));
-    return new Set(rows.map((row) => row.referenceId));
+      .where(
+        idempotencyKeys.length > 0
+          ? or(byReference, inArray(events.idempotencyKey, [...idempotencyKeys]))
+          : byReference,
+      );
+    return {
+      references: new Set(rows.map((row) => row.referenceId)),
+      idempotencyKeys: new Set(
+        rows.flatMap((row) => (row.idempotencyKey === null ? [] : [row.idempotencyKey])),
+      ),
+    };
   }
 
   async append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void> {
@@ -68,7 +86,8 @@ export class DrizzleEventStore implements EventStore {
             previousId: event.previousId,
             referenceId: event.referenceId,
             type: event.type,
-            userId: event.userId,
+            userId: ownerOf(event),
+            idempotencyKey: event.idempotencyKey ?? null,
             payload,
             createdAt: event.createdAt,
             sequencedAt: event.sequencedAt,
@@ -91,5 +110,16 @@ export class DrizzleEventStore implements EventStore {
       .where(gt(events.sequenceId, after))
       .orderBy(asc(events.sequenceId))
       .limit(limit);
+  }
+
+  async find(by: { sequenceId: bigint } | { referenceId: bigint }): Promise<EventRecord | null> {
+    const rows = await this.db
+      .select({ sequenceId: events.sequenceId, type: events.type, payload: events.payload })
+      .from(events)
+      .where(
+        "sequenceId" in by ? eq(events.sequenceId, by.sequenceId) : eq(events.referenceId, by.referenceId),
+      )
+      .limit(1);
+    return rows[0] ?? null;
   }
 }

@@ -16,6 +16,8 @@ export const events = pgTable(
     type: text("type").notNull(),
     userId: bigint("user_id", { mode: "bigint" }).notNull(),
     payload: text("payload").notNull(),
+    /** `<principal user id>:<Idempotency-Key>`: behind the API's idempotency window the log still refuses a repeat. */
+    idempotencyKey: text("idempotency_key").unique(),
     createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
     sequencedAt: timestamp("sequenced_at", { withTimezone: true, mode: "string" }).notNull(),
   },

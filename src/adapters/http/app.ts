@@ -4,18 +4,21 @@
  */
 import { Elysia } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
-import type { OrderIntake } from "../../app/intake.ts";
+import type { IntakeService } from "../../app/intake.ts";
 import type { Logger } from "../../logger.ts";
 import type { EventStore } from "../db/event-store.ts";
+import type { IntakeLookup } from "../nats/intake-lookup.ts";
 import { errorMapping, errorResponse, HttpError } from "./errors.ts";
 import { eventsModule } from "./events.ts";
+import { fundsModule } from "./funds.ts";
 import { opsModule, type ReadinessCheck } from "./ops.ts";
 import { ordersModule } from "./orders.ts";
 
 export type HttpDeps = {
-  intake: OrderIntake;
+  intake: IntakeService;
   tokens: TokenService;
-  store: Pick<EventStore, "readAfter">;
+  store: Pick<EventStore, "readAfter" | "find">;
+  pending: IntakeLookup;
   readiness: ReadinessCheck;
   bodyLimitBytes: number;
   log: Logger;
@@ -44,7 +47,8 @@ async function parseJsonBody(request: Request, limit: number): Promise<unknown> 
   if (bytes.byteLength > limit) {
     throw new HttpError(413, "PAYLOAD_TOO_LARGE", `the body must be at most ${limit} bytes`);
   }
-  if (bytes.byteLength === 0) throw new HttpError(400, "INVALID_INPUT", "a JSON body is required");
+  // No body: an empty object, so a route without a body works and a route with one names the missing fields.
+  if (bytes.byteLength === 0) return {};
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {
@@ -59,8 +63,9 @@ export function createHttpApp(deps: HttpDeps) {
     .onRequest(({ request }) => guardBody(request, deps.bodyLimitBytes))
     .onParse({ as: "global" }, ({ request }) => parseJsonBody(request, deps.bodyLimitBytes))
     .use(opsModule(deps.readiness))
-    .use(eventsModule(deps.store))
-    .use(ordersModule(deps.intake, deps.tokens));
+    .use(eventsModule(deps.store, deps.pending))
+    .use(ordersModule(deps.intake, deps.tokens))
+    .use(fundsModule(deps.intake, deps.tokens));
 }
 
 /** For the sequencer-only role: health and readiness, nothing else. */

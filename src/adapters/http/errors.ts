@@ -4,7 +4,13 @@
  */
 import { Elysia } from "elysia";
 import { UnauthenticatedError } from "../../app/auth.ts";
-import { InvalidInputError, UnavailableError } from "../../app/errors.ts";
+import {
+  ConflictError,
+  ForbiddenError,
+  InvalidInputError,
+  NotFoundError,
+  UnavailableError,
+} from "../../app/errors.ts";
 import type { Logger } from "../../logger.ts";
 
 export class HttpError extends Error {
@@ -49,6 +55,10 @@ export function errorMapping(log: Logger) {
     if (own) return errorResponse(own.status, own.code, own.message, own.field);
     if (error instanceof InvalidInputError)
       return errorResponse(400, "INVALID_INPUT", error.message, error.field);
+    if (error instanceof ForbiddenError) return errorResponse(403, "FORBIDDEN", error.message);
+    if (error instanceof ConflictError)
+      return errorResponse(409, "CONFLICT", error.message, "Idempotency-Key");
+    if (error instanceof NotFoundError) return errorResponse(404, "NOT_FOUND", error.message);
     if (error instanceof UnauthenticatedError) {
       return errorResponse(401, "UNAUTHENTICATED", error.message, undefined, {
         "www-authenticate": "Bearer",

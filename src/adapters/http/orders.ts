@@ -1,33 +1,50 @@
-/** POST /orders: authenticated order intake. Answers 202 only after JetStream stored the request. */
+/** Orders: POST /orders (CREATE_ORDER) and POST /orders/:orderId/cancel (CANCEL_ORDER), for the token's user. */
 import { Elysia, t } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
-import type { OrderIntake } from "../../app/intake.ts";
+import type { IntakeService } from "../../app/intake.ts";
+import { authentication } from "./auth.ts";
+import { Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
 
 export const CreateOrderBody = t.Object(
   {
     // A union of literals, not t.UnionEnum: that one carries a default and Elysia would fill in "BUY".
     direction: t.Union([t.Literal("BUY"), t.Literal("SELL")]),
-    price: t.String({
-      description: "positive decimal string, at most 8 decimal places",
-      examples: ["101.25"],
-    }),
-    quantity: t.String({ description: "positive decimal string, at most 8 decimal places", examples: ["3"] }),
+    price: decimalString("price"),
+    quantity: decimalString("quantity"),
   },
   { additionalProperties: false },
 );
 
-export function ordersModule(intake: OrderIntake, tokens: TokenService) {
+export function ordersModule(intake: IntakeService, tokens: TokenService) {
   return new Elysia({ name: "orders" })
-    .derive({ as: "scoped" }, async ({ headers }) => ({
-      principal: await tokens.authenticate(headers.authorization),
-    }))
+    .use(authentication(tokens))
     .post(
       "/orders",
-      async ({ principal, body, set }) => {
-        const accepted = await intake.createOrder(principal.userId, body);
+      async ({ principal, body, headers, set }) => {
         set.status = 202;
-        return { orderId: accepted.orderId.toString(), referenceId: accepted.referenceId.toString() };
+        return intake.createOrder(principal, body, headers["idempotency-key"]);
       },
-      { body: CreateOrderBody },
+      {
+        body: CreateOrderBody,
+        headers: IdempotencyHeaders,
+        response: { 202: Accepted },
+        detail: { summary: "Place an order (CREATE_ORDER) for the token's user", tags: ["orders"] },
+      },
+    )
+    .post(
+      "/orders/:orderId/cancel",
+      async ({ principal, params, headers, set }) => {
+        set.status = 202;
+        return intake.cancelOrder(principal, params.orderId, headers["idempotency-key"]);
+      },
+      {
+        params: t.Object({ orderId: idString("the order to cancel") }),
+        headers: IdempotencyHeaders,
+        response: { 202: Accepted },
+        detail: {
+          summary: "Ask to cancel an order (CANCEL_ORDER); the matching engine checks ownership",
+          tags: ["orders"],
+        },
+      },
     );
 }
