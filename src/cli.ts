@@ -3,6 +3,7 @@
  * sequencer serve [--role all|api|sequencer]   run the API and/or the sequencer (default: all)
  * sequencer migrate                            apply database migrations and exit
  * sequencer token --user <id> [--admin] [--ttl 24h]   print a signed JWT (only the token, on stdout)
+ * sequencer replay --after <seq> [--follow]   the sequenced events from TRADING as NDJSON on stdout
  */
 import { parseArgs } from "node:util";
 import { openDatabase } from "./adapters/db/client.ts";
@@ -10,13 +11,15 @@ import { TokenService } from "./app/auth.ts";
 import { ConfigError, loadConfig, parseDuration, type Role } from "./config.ts";
 import { parsePositiveId } from "./domain/ids.ts";
 import { createLogger } from "./logger.ts";
+import { replay } from "./replay.ts";
 import { resolveAuthSecret } from "./runtime/auth-secret.ts";
 import { startService } from "./service.ts";
 
 const USAGE = `usage:
   sequencer serve [--role all|api|sequencer]
   sequencer migrate
-  sequencer token --user <id> [--admin] [--ttl <duration, e.g. 24h>]`;
+  sequencer token --user <id> [--admin] [--ttl <duration, e.g. 24h>]
+  sequencer replay --after <sequenceId> [--follow] [--nats <url>]`;
 
 class UsageError extends Error {}
 
@@ -57,7 +60,7 @@ async function serve(args: string[]): Promise<void> {
   if (service.url && service.tokens) {
     const token = await service.tokens.mint(1n);
     lines.push(
-      `API on ${service.url}  (GET /healthz, GET /readyz, POST /orders, GET /events)`,
+      `API on ${service.url}  (docs: ${service.url}/openapi, metrics: ${service.url}/metrics)`,
       "Place an order as user 1:",
       `  curl -sS -X POST ${service.url}/orders -H 'authorization: Bearer ${token}' -H 'content-type: application/json' -d '{"direction":"BUY","price":"100.5","quantity":"2"}'`,
       "Then read the sequenced log:",
@@ -98,6 +101,26 @@ async function token(args: string[]): Promise<void> {
   );
 }
 
+async function replayCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      after: { type: "string", default: "0" },
+      follow: { type: "boolean", default: false },
+      nats: { type: "string" },
+    },
+  });
+  const after = values.after === "0" ? 0n : parsePositiveId(values.after);
+  if (after === null) throw new UsageError("--after must be a sequenceId (0 or a positive 64-bit integer)");
+  const natsUrl = values.nats ?? loadConfig().natsUrl;
+  if (!natsUrl) {
+    throw new UsageError(
+      "replay reads TRADING from NATS: set NATS_URL or pass --nats (the serve banner prints the URL)",
+    );
+  }
+  await replay({ natsUrl, after, follow: values.follow ?? false });
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -107,6 +130,8 @@ async function main(argv: string[]): Promise<void> {
       return migrate();
     case "token":
       return token(rest);
+    case "replay":
+      return replayCommand(rest);
     default:
       throw new UsageError(command ? `unknown command ${command}` : "missing command");
   }

@@ -1,5 +1,12 @@
-/** Structured JSON lines on stderr: one object per event, easy to grep and to ship. */
+/**
+ * Structured JSON logs (pino) on stderr, behind a small interface so the use cases do not depend on pino.
+ * Fields carry the ids a reader greps for (referenceId, sequenceId, streamSeq); bigint values are written as
+ * decimal strings and errors as {name, message}. Writes are synchronous: the last lines before a crash matter.
+ */
+import pino from "pino";
+
 export type Fields = Record<string, unknown>;
+export type Level = "info" | "warn" | "error" | "silent";
 export type Logger = {
   info(msg: string, fields?: Fields): void;
   warn(msg: string, fields?: Fields): void;
@@ -7,27 +14,35 @@ export type Logger = {
   child(fields: Fields): Logger;
 };
 
-function replacer(_key: string, value: unknown): unknown {
-  if (typeof value === "bigint") return value.toString();
-  if (value instanceof Error) return { name: value.name, message: value.message };
-  return value;
+function plain(fields: Fields | undefined): Fields | undefined {
+  if (!fields) return undefined;
+  const out: Fields = {};
+  for (const [key, value] of Object.entries(fields)) {
+    if (typeof value === "bigint") out[key] = value.toString();
+    else if (value instanceof Error) out[key] = { name: value.name, message: value.message };
+    else out[key] = value;
+  }
+  return out;
 }
 
-export function createLogger(
-  base: Fields = {},
-  level: "info" | "warn" | "error" | "silent" = "info",
-): Logger {
-  const rank = { info: 0, warn: 1, error: 2, silent: 3 }[level];
-  const write = (lvl: "info" | "warn" | "error", lvlRank: number, msg: string, fields?: Fields) => {
-    if (lvlRank < rank) return;
-    process.stderr.write(
-      `${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields }, replacer)}\n`,
-    );
-  };
+function wrap(log: pino.Logger): Logger {
   return {
-    info: (msg, fields) => write("info", 0, msg, fields),
-    warn: (msg, fields) => write("warn", 1, msg, fields),
-    error: (msg, fields) => write("error", 2, msg, fields),
-    child: (fields) => createLogger({ ...base, ...fields }, level),
+    info: (msg, fields) => log.info(plain(fields), msg),
+    warn: (msg, fields) => log.warn(plain(fields), msg),
+    error: (msg, fields) => log.error(plain(fields), msg),
+    child: (fields) => wrap(log.child(plain(fields) ?? {})),
   };
+}
+
+export function createLogger(base: Fields = {}, level: Level = "info"): Logger {
+  const root = pino(
+    {
+      level,
+      base: plain(base) ?? {},
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    pino.destination({ dest: 2, sync: true }),
+  );
+  return wrap(root);
 }

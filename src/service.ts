@@ -9,11 +9,17 @@ import { DrizzleEventStore } from "./adapters/db/event-store.ts";
 import { InProcessWriterLease, PostgresWriterLease, type WriterLease } from "./adapters/db/writer-lease.ts";
 import { createHttpApp, createOpsApp } from "./adapters/http/app.ts";
 import type { ReadinessCheck } from "./adapters/http/ops.ts";
+import { Metrics } from "./adapters/metrics.ts";
 import { KvIdempotencyStore } from "./adapters/nats/idempotency-kv.ts";
 import { JetStreamIntakeSource } from "./adapters/nats/intake-consumer.ts";
 import { JetStreamIntakeLookup } from "./adapters/nats/intake-lookup.ts";
 import { JetStreamIntakePublisher } from "./adapters/nats/intake-publisher.ts";
-import { ensureTopology } from "./adapters/nats/topology.ts";
+import {
+  ensureTopology,
+  INTAKE_STREAM,
+  SEQUENCER_CONSUMER,
+  TRADING_STREAM,
+} from "./adapters/nats/topology.ts";
 import { JetStreamTradingLog } from "./adapters/nats/trading-publisher.ts";
 import { TokenService } from "./app/auth.ts";
 import { backoffDelay, sleep } from "./app/backoff.ts";
@@ -132,11 +138,22 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
         sequencerLog,
         undefined,
         failpointHook(config, sequencerLog),
+        metrics,
       );
       return { sequencer, close: () => source.close() };
     };
     sequencerDone = runWhileLeader(writerLease, startTerm, abort.signal, sequencerLog, leadership);
   }
+
+  const metrics = new Metrics({
+    intakeLag: async () => {
+      const info = await jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER);
+      return { pending: info.num_pending, ackPending: info.num_ack_pending };
+    },
+    tradingHead: async () => BigInt((await jsm.streams.info(TRADING_STREAM)).state.last_seq),
+    databaseHead: async () => (await store.head()).sequenceId,
+    ...(runSequencer ? { isLeader: () => leadership.leader } : {}),
+  });
 
   const readiness: ReadinessCheck = async () => {
     const checks: Record<string, { ok: boolean; detail?: string }> = { nats: { ok: natsUp() } };
@@ -165,7 +182,9 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     ? createHttpApp({
         intake: new IntakeService(
           new SnowflakeGenerator(config.workerId),
-          new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp),
+          new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp, (seconds) =>
+            metrics.publishSeconds.observe(seconds),
+          ),
           await withRetry(log, "idempotency bucket", () =>
             KvIdempotencyStore.open(js, config.idempotencyWindowMs),
           ),
@@ -175,9 +194,10 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
         store,
         readiness,
         bodyLimitBytes: config.bodyLimitBytes,
+        metrics,
         log: httpLog,
       })
-    : createOpsApp(readiness, httpLog);
+    : createOpsApp(readiness, metrics, httpLog);
   // Bun's own cap sits well above the app's limit: the app answers 413 as JSON; Bun only cuts off abuse.
   app.listen({
     port: config.port,

@@ -46,6 +46,20 @@ export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError:
 export type Failpoint = "after-commit" | "after-publish" | "mid-ack";
 export type FailpointHook = (point: Failpoint) => void;
 
+/** What the sequencer reports about its work (implemented by the metrics adapter). */
+export interface SequencerObserver {
+  batch(stats: {
+    size: number;
+    sequenced: number;
+    duplicates: number;
+    rejected: number;
+    transactionMs: number;
+  }): void;
+  catchUp(count: number): void;
+}
+
+const NO_OBSERVER: SequencerObserver = { batch: () => {}, catchUp: () => {} };
+
 export class Sequencer {
   private head: Head = EMPTY_HEAD;
   private recovered = false;
@@ -60,6 +74,7 @@ export class Sequencer {
     private readonly log: Logger,
     private readonly now: () => Date = () => new Date(),
     private readonly failpoint: FailpointHook = () => {},
+    private readonly observer: SequencerObserver = NO_OBSERVER,
   ) {}
 
   status(): SequencerStatus {
@@ -115,6 +130,7 @@ export class Sequencer {
         throw new Error(`event ${published + 1n} is missing from the database; cannot republish`);
       }
       await this.trading.append(page);
+      this.observer.catchUp(page.length);
       published = page[page.length - 1]?.sequenceId ?? published;
     }
     this.recovered = true;
@@ -147,9 +163,17 @@ export class Sequencer {
       payload: encodeSequencedEvent(event),
     }));
 
+    const started = performance.now();
     await this.store.append(toStore, rejected);
     this.head = result.head;
     this.failpoint("after-commit");
+    this.observer.batch({
+      size: batch.length,
+      sequenced: toStore.length,
+      duplicates: result.duplicates.length,
+      rejected: rejected.length,
+      transactionMs: performance.now() - started,
+    });
     for (const r of rejected)
       this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
 

@@ -10,6 +10,7 @@ import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
 import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
 import { createHttpApp } from "../../src/adapters/http/app.ts";
 import type { ReadinessCheck } from "../../src/adapters/http/ops.ts";
+import { Metrics } from "../../src/adapters/metrics.ts";
 import { KvIdempotencyStore } from "../../src/adapters/nats/idempotency-kv.ts";
 import { JetStreamIntakeLookup } from "../../src/adapters/nats/intake-lookup.ts";
 import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
@@ -100,6 +101,7 @@ export async function startHarness(
       tokens,
       store,
       pending: new JetStreamIntakeLookup(js, jsm),
+      metrics: new Metrics(),
       readiness: () => readiness(),
       bodyLimitBytes: options.bodyLimitBytes ?? 16_384,
       log,

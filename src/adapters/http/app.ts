@@ -2,11 +2,13 @@
  * The HTTP application: feature modules behind one error mapping and a request guard for content type and size.
  * It knows nothing about how its services are built (see src/service.ts).
  */
+import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import type { IntakeService } from "../../app/intake.ts";
 import type { Logger } from "../../logger.ts";
 import type { EventStore } from "../db/event-store.ts";
+import type { Metrics } from "../metrics.ts";
 import type { IntakeLookup } from "../nats/intake-lookup.ts";
 import { errorMapping, errorResponse, HttpError } from "./errors.ts";
 import { eventsModule } from "./events.ts";
@@ -15,6 +17,7 @@ import { opsModule, type ReadinessCheck } from "./ops.ts";
 import { ordersModule } from "./orders.ts";
 
 export type HttpDeps = {
+  metrics: Metrics;
   intake: IntakeService;
   tokens: TokenService;
   store: Pick<EventStore, "readAfter" | "find">;
@@ -56,11 +59,53 @@ async function parseJsonBody(request: Request, limit: number): Promise<unknown> 
   }
 }
 
+/** Request counts and latency by route pattern (never by raw path: ids would explode the label set). */
+function requestMetrics(metrics: Metrics) {
+  const started = new WeakMap<Request, number>();
+  return new Elysia({ name: "request-metrics" })
+    .onRequest(({ request }) => {
+      started.set(request, performance.now());
+    })
+    .onAfterResponse({ as: "global" }, ({ request, route, set, responseValue }) => {
+      const status = responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200);
+      const seconds = (performance.now() - (started.get(request) ?? performance.now())) / 1000;
+      metrics.request(route || "unmatched", request.method, status, seconds);
+    })
+    .get("/metrics", async ({ set }) => {
+      set.headers["content-type"] = metrics.registry.contentType;
+      return metrics.registry.metrics();
+    });
+}
+
 export function createHttpApp(deps: HttpDeps) {
   // normalize: false — unknown body fields are rejected, not silently stripped.
   return new Elysia({ normalize: false })
     .use(errorMapping(deps.log))
-    .onRequest(({ request }) => guardBody(request, deps.bodyLimitBytes))
+    .use(requestMetrics(deps.metrics))
+    .use(
+      openapi({
+        path: "/openapi",
+        documentation: {
+          info: {
+            title: "Exactly-once order sequencer",
+            version: "0.1.0",
+            description:
+              "Orders, cancels, deposits and transfers are accepted (202 after the JetStream PubAck), given a " +
+              'gap-free sequenceId, stored and republished on TRADING. Errors: {"error":{"code","message","field"?}}.',
+          },
+          components: {
+            securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } },
+          },
+          security: [{ bearer: [] }],
+        },
+        exclude: { paths: ["/metrics"] },
+      }),
+    )
+    .onRequest(({ request }) => {
+      const refused = guardBody(request, deps.bodyLimitBytes);
+      if (refused) deps.metrics.request("guard", request.method, refused.status, 0);
+      return refused;
+    })
     .onParse({ as: "global" }, ({ request }) => parseJsonBody(request, deps.bodyLimitBytes))
     .use(opsModule(deps.readiness))
     .use(eventsModule(deps.store, deps.pending))
@@ -68,7 +113,7 @@ export function createHttpApp(deps: HttpDeps) {
     .use(fundsModule(deps.intake, deps.tokens));
 }
 
-/** For the sequencer-only role: health and readiness, nothing else. */
-export function createOpsApp(readiness: ReadinessCheck, log: Logger) {
-  return new Elysia().use(errorMapping(log)).use(opsModule(readiness));
+/** For the sequencer-only role: health, readiness and metrics, nothing else. */
+export function createOpsApp(readiness: ReadinessCheck, metrics: Metrics, log: Logger) {
+  return new Elysia().use(errorMapping(log)).use(requestMetrics(metrics)).use(opsModule(readiness));
 }

@@ -44,50 +44,54 @@ function fieldOf(path: string | undefined): string | undefined {
 }
 
 export function errorMapping(log: Logger) {
-  return new Elysia({ name: "error-mapping" }).onError({ as: "global" }, ({ code, error }) => {
-    // Elysia wraps what a parse hook throws in a ParseError; the HttpError we threw is its cause.
-    const own =
-      error instanceof HttpError
-        ? error
-        : code === "PARSE" && error.cause instanceof HttpError
-          ? error.cause
-          : null;
-    if (own) return errorResponse(own.status, own.code, own.message, own.field);
-    if (error instanceof InvalidInputError)
-      return errorResponse(400, "INVALID_INPUT", error.message, error.field);
-    if (error instanceof ForbiddenError) return errorResponse(403, "FORBIDDEN", error.message);
-    if (error instanceof ConflictError)
-      return errorResponse(409, "CONFLICT", error.message, "Idempotency-Key");
-    if (error instanceof NotFoundError) return errorResponse(404, "NOT_FOUND", error.message);
-    if (error instanceof UnauthenticatedError) {
-      return errorResponse(401, "UNAUTHENTICATED", error.message, undefined, {
-        "www-authenticate": "Bearer",
-      });
-    }
-    if (error instanceof UnavailableError) {
-      log.warn("dependency unavailable", { error: error.cause ?? error });
-      return errorResponse(503, "UNAVAILABLE", error.message, undefined, {
-        "retry-after": String(error.retryAfterSeconds),
-      });
-    }
-    switch (code) {
-      case "VALIDATION": {
-        const first = error.all[0];
-        const path = first && "path" in first ? first.path : undefined;
-        const field = fieldOf(path);
-        const detail = first?.summary ?? first?.message ?? "invalid";
-        const message = field
-          ? `${field}: ${detail}`
-          : `the request does not match the expected shape: ${detail}`;
-        return errorResponse(400, "INVALID_INPUT", message, field);
+  return new Elysia({ name: "error-mapping" }).onError({ as: "global" }, ({ code, error, set }) => {
+    const response = ((): Response => {
+      // Elysia wraps what a parse hook throws in a ParseError; the HttpError we threw is its cause.
+      const own =
+        error instanceof HttpError
+          ? error
+          : code === "PARSE" && error.cause instanceof HttpError
+            ? error.cause
+            : null;
+      if (own) return errorResponse(own.status, own.code, own.message, own.field);
+      if (error instanceof InvalidInputError)
+        return errorResponse(400, "INVALID_INPUT", error.message, error.field);
+      if (error instanceof ForbiddenError) return errorResponse(403, "FORBIDDEN", error.message);
+      if (error instanceof ConflictError)
+        return errorResponse(409, "CONFLICT", error.message, "Idempotency-Key");
+      if (error instanceof NotFoundError) return errorResponse(404, "NOT_FOUND", error.message);
+      if (error instanceof UnauthenticatedError) {
+        return errorResponse(401, "UNAUTHENTICATED", error.message, undefined, {
+          "www-authenticate": "Bearer",
+        });
       }
-      case "PARSE":
-        return errorResponse(400, "INVALID_JSON", "the request body is not valid JSON");
-      case "NOT_FOUND":
-        return errorResponse(404, "NOT_FOUND", "no such route");
-      default:
-        log.error("unhandled error", { code, error });
-        return errorResponse(500, "INTERNAL", "internal error");
-    }
+      if (error instanceof UnavailableError) {
+        log.warn("dependency unavailable", { error: error.cause ?? error });
+        return errorResponse(503, "UNAVAILABLE", error.message, undefined, {
+          "retry-after": String(error.retryAfterSeconds),
+        });
+      }
+      switch (code) {
+        case "VALIDATION": {
+          const first = error.all[0];
+          const path = first && "path" in first ? first.path : undefined;
+          const field = fieldOf(path);
+          const detail = first?.summary ?? first?.message ?? "invalid";
+          const message = field
+            ? `${field}: ${detail}`
+            : `the request does not match the expected shape: ${detail}`;
+          return errorResponse(400, "INVALID_INPUT", message, field);
+        }
+        case "PARSE":
+          return errorResponse(400, "INVALID_JSON", "the request body is not valid JSON");
+        case "NOT_FOUND":
+          return errorResponse(404, "NOT_FOUND", "no such route");
+        default:
+          log.error("unhandled error", { code, error });
+          return errorResponse(500, "INTERNAL", "internal error");
+      }
+    })();
+    set.status = response.status; // so the request metrics see the status actually sent
+    return response;
   });
 }

@@ -22,14 +22,17 @@ export class JetStreamIntakePublisher implements IntakePublisher {
     private readonly js: JetStreamClient,
     private readonly timeoutMs: number,
     private readonly isConnected: () => boolean = () => true,
+    private readonly onPublished: (seconds: number) => void = () => {},
   ) {}
 
   async publish(event: IntakeEvent): Promise<void> {
     if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
+    const started = performance.now();
     await this.js.publish(`${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`, encodeIntakeEvent(event), {
       msgID: event.referenceId.toString(),
       expect: { streamName: INTAKE_STREAM },
       timeout: this.timeoutMs,
     });
+    this.onPublished((performance.now() - started) / 1000);
   }
 }
