@@ -121,7 +121,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       ? new PostgresWriterLease(config.databaseUrl, log.child({ component: "writer-lock" }))
       : new InProcessWriterLease(database.db);
     lease = writerLease;
-    const trading = new JetStreamTradingLog(js, jsm, config.publishTimeoutMs);
+    const trading = new JetStreamTradingLog(nc, js, jsm, config.publishTimeoutMs);
     const sequencerLog = log.child({ component: "sequencer" });
     const startTerm = async (): Promise<LeaderTerm> => {
       const source = await JetStreamIntakeSource.open(js, config.batchSize * 2);
@@ -188,6 +188,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
           await withRetry(log, "idempotency bucket", () =>
             KvIdempotencyStore.open(js, config.idempotencyWindowMs),
           ),
+          store,
         ),
         pending: new JetStreamIntakeLookup(js, jsm),
         tokens,

@@ -36,6 +36,11 @@ export type Attempt = {
   decode(text: string): Intake;
   publish(event: Intake): Promise<void>;
   answer(event: Intake): Answer;
+  /**
+   * The event already in the log under this key, if any: after the store's window has passed, the log still
+   * knows the key, and the retry must get that event's answer rather than a new, never-sequenced referenceId.
+   */
+  logged(): Promise<{ request: string; answer: Answer } | null>;
 };
 
 export async function runIdempotent(
@@ -57,6 +62,13 @@ export async function runIdempotent(
       const answer = attempt.answer(event);
       await store.put(key, { ...existing, answer });
       return answer;
+    }
+    const logged = await attempt.logged();
+    if (logged) {
+      if (logged.request !== request) {
+        throw new ConflictError("this Idempotency-Key was used for a different request");
+      }
+      return logged.answer;
     }
     const event = attempt.build();
     const record: IdempotencyRecord = { request, event: attempt.encode(event), answer: null };

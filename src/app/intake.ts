@@ -4,6 +4,7 @@
  * an UnavailableError (503) — an event is never reported accepted unless it is on the intake stream.
  */
 
+import type { EventStore } from "../adapters/db/event-store.ts";
 import type { IntakePublisher } from "../adapters/nats/intake-publisher.ts";
 import {
   type CancelOrder,
@@ -68,6 +69,7 @@ export class IntakeService {
     private readonly ids: SnowflakeGenerator,
     private readonly publisher: IntakePublisher,
     private readonly idempotency: IdempotencyStore | undefined,
+    private readonly log: Pick<EventStore, "find"> | undefined,
     private readonly now: () => Date = () => new Date(),
   ) {}
 
@@ -110,8 +112,8 @@ export class IntakeService {
       for (const name of minted) (event as Record<string, unknown>)[name] = this.ids.next();
       return event as Intake;
     };
-    const answer = (event: Intake): Answer =>
-      event.type === "CREATE_ORDER" || event.type === "CANCEL_ORDER"
+    const answer = (event: Pick<Intake, "type" | "referenceId"> & { orderId?: bigint | string }): Answer =>
+      event.orderId !== undefined && (event.type === "CREATE_ORDER" || event.type === "CANCEL_ORDER")
         ? { referenceId: event.referenceId.toString(), orderId: event.orderId.toString() }
         : { referenceId: event.referenceId.toString() };
 
@@ -130,6 +132,16 @@ export class IntakeService {
       },
       publish: (event) => this.publish(event),
       answer,
+      logged: async () => {
+        const record = await this.log?.find({ idempotencyKey: scopedKey });
+        if (!record) return null;
+        // The stored payload is the sequenced event's JSON: its type fields rebuild the canonical request.
+        const stored = JSON.parse(record.payload) as EventBody & { referenceId: string; orderId?: string };
+        return {
+          request: canonicalRequest(stored, minted),
+          answer: answer({ ...stored, referenceId: BigInt(stored.referenceId) }),
+        };
+      },
     });
   }
 

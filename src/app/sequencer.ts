@@ -10,11 +10,16 @@
  *   filtered as already stored and acked);
  * - a partially duplicate batch stores and publishes only its new events (the seed saved but never published);
  * - a failing batch is retried as the same batch, in the same order, with backoff, kept alive with working().
+ *
+ * Two stages overlap: while batch N is being published to TRADING and acked, batch N+1 is decoded, filtered
+ * and committed (its numbers follow N's, already committed). Publishing stays strictly in order: N+1 is only
+ * published once N is confirmed. Any failure drains the pipeline and falls back to recover + one batch at a
+ * time, so the outcome is the same as the plain loop's, only faster.
  */
 
 import type { EventStore, RejectedMessage, StoredEvent } from "../adapters/db/event-store.ts";
 import type { IntakeMessage, IntakeSource } from "../adapters/nats/intake-consumer.ts";
-import type { TradingLog } from "../adapters/nats/trading-publisher.ts";
+import type { TradingLog, TradingRecord } from "../adapters/nats/trading-publisher.ts";
 import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../domain/events.ts";
 import { EMPTY_HEAD, type Head, sequenceBatch } from "../domain/sequencing.ts";
 import type { Logger } from "../logger.ts";
@@ -32,6 +37,9 @@ export type SequencerOptions = {
   /** Page size when republishing missing events to TRADING. */
   catchUpPageSize: number;
 };
+
+/** A committed batch whose publish-and-ack may still be running; `release` stops its keep-alive. */
+type InFlight = { batch: readonly IntakeMessage[]; done: Promise<void>; release(): void };
 
 export class TradingAheadError extends Error {
   override readonly name = "TradingAheadError";
@@ -84,23 +92,69 @@ export class Sequencer {
   /** Runs until the signal aborts. Never throws: every failure is logged, backed off and retried. */
   async run(signal: AbortSignal): Promise<void> {
     await this.retrying(signal, () => this.recover());
+    let inFlight: InFlight | null = null;
     while (!signal.aborted) {
-      const batch = await this.source.next(this.options.batchSize, this.options.fetchWaitMs);
-      if (batch.length === 0) continue;
-      // We own these messages until they are acked: keep them from being redelivered while we work or retry.
-      const keepAlive = setInterval(() => {
-        for (const msg of batch) msg.working();
-      }, this.options.keepAliveMs);
-      try {
-        await this.retrying(signal, async (attempt) => {
-          if (attempt > 0) await this.recover();
-          await this.processBatch(batch);
-        });
-      } finally {
-        clearInterval(keepAlive);
+      // With a publish in flight, do not sit idle waiting for a new batch: finish the publish first.
+      const batch = await this.source.next(this.options.batchSize, inFlight ? 0 : this.options.fetchWaitMs);
+      if (batch.length === 0) {
+        if (inFlight) {
+          const previous: typeof inFlight = inFlight;
+          inFlight = null;
+          await this.settle(signal, [previous]);
+        }
+        continue;
       }
-      // On shutdown mid-retry the batch stays unacked: the source hands it back and the next sequencer filters it.
+      const release = this.keepAlive(batch);
+      try {
+        const committed = await this.commit(batch);
+        if (inFlight) await inFlight.done; // TRADING order: the previous batch first
+        inFlight?.release();
+        inFlight = { batch, done: this.publishAndAck(committed, batch), release };
+        inFlight.done.catch(() => {}); // observed when awaited; never an unhandled rejection meanwhile
+      } catch (error) {
+        // Something failed in this batch's commit or the previous batch's publish. Drain and redo both the safe
+        // way: recover (head from the database, TRADING caught up), then one batch at a time.
+        this.noteFailure(error, 0);
+        const pending = [...(inFlight ? [inFlight] : []), { batch, done: Promise.resolve(), release }];
+        inFlight = null;
+        await this.redo(signal, pending);
+      }
     }
+    if (inFlight) await this.settle(signal, [inFlight]);
+    // On shutdown mid-retry a batch stays unacked: the source hands it back and the next sequencer filters it.
+  }
+
+  /** Waits for an in-flight publish; on failure redoes its batch safely. */
+  private async settle(signal: AbortSignal, entries: InFlight[]): Promise<void> {
+    try {
+      for (const entry of entries) {
+        await entry.done;
+        entry.release();
+      }
+    } catch (error) {
+      this.noteFailure(error, 0);
+      await this.redo(signal, entries);
+    }
+  }
+
+  /** Recover, then process each batch start to finish, in order, retrying each with backoff. */
+  private async redo(signal: AbortSignal, entries: InFlight[]): Promise<void> {
+    for (const entry of entries) await entry.done.catch(() => {}); // nothing of ours still running
+    for (const entry of entries) {
+      await this.retrying(signal, async (attempt) => {
+        if (attempt === 0 || !this.recovered) await this.recover();
+        await this.processBatch(entry.batch);
+      });
+      entry.release();
+    }
+  }
+
+  /** Tells the server, every keepAliveMs, that we still own these messages (no redelivery while we work). */
+  private keepAlive(batch: readonly IntakeMessage[]): () => void {
+    const timer = setInterval(() => {
+      for (const msg of batch) msg.working();
+    }, this.options.keepAliveMs);
+    return () => clearInterval(timer);
   }
 
   /**
@@ -138,6 +192,11 @@ export class Sequencer {
 
   /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
   async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
+    await this.publishAndAck(await this.commit(batch), batch);
+  }
+
+  /** Decode, filter, number and store one batch in one transaction; returns what TRADING must receive. */
+  private async commit(batch: readonly IntakeMessage[]): Promise<TradingRecord[]> {
     const valid: IntakeEvent[] = [];
     const rejected: RejectedMessage[] = [];
     for (const msg of batch) {
@@ -174,12 +233,18 @@ export class Sequencer {
       rejected: rejected.length,
       transactionMs: performance.now() - started,
     });
-    for (const r of rejected)
+    for (const r of rejected) {
       this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
+    }
+    return toStore.map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload }));
+  }
 
-    await this.trading.append(
-      toStore.map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload })),
-    );
+  /** Publish a committed batch to TRADING (in order, confirmed), then ack its intake messages. */
+  private async publishAndAck(
+    records: readonly TradingRecord[],
+    batch: readonly IntakeMessage[],
+  ): Promise<void> {
+    await this.trading.append(records);
     this.failpoint("after-publish");
     const half = Math.floor(batch.length / 2);
     batch.forEach((msg, i) => {
@@ -195,17 +260,22 @@ export class Sequencer {
     return { streamSeq: BigInt(msg.seq), subject: msg.subject, reason, data };
   }
 
+  /** Records a failure for status and logs; returns the backoff delay for this attempt. */
+  private noteFailure(error: unknown, attempt: number): number {
+    this.recovered = false;
+    this.lastError = error instanceof Error ? error.message : String(error);
+    const delayMs = backoffDelay(attempt);
+    this.log.error("sequencer step failed; retrying", { attempt, delayMs, error });
+    return delayMs;
+  }
+
   private async retrying(signal: AbortSignal, step: (attempt: number) => Promise<void>): Promise<void> {
     for (let attempt = 0; !signal.aborted; attempt++) {
       try {
         await step(attempt);
         return;
       } catch (error) {
-        this.recovered = false;
-        this.lastError = error instanceof Error ? error.message : String(error);
-        const delay = backoffDelay(attempt);
-        this.log.error("sequencer step failed; retrying", { attempt, delayMs: delay, error });
-        await sleep(delay, signal);
+        await sleep(this.noteFailure(error, attempt), signal);
       }
     }
   }

@@ -93,6 +93,7 @@ export async function startHarness(
       new SnowflakeGenerator(1),
       new JetStreamIntakePublisher(js, options.publishTimeoutMs ?? 2_000),
       await KvIdempotencyStore.open(js, 60_000),
+      store,
     );
     let readiness: () => Promise<Checks> = async () => ({ nats: { ok: true }, database: { ok: true } });
     const log = memoryLogger();

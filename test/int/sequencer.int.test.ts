@@ -48,6 +48,12 @@ describe.each(backends)("sequencer on %s", (_name, databaseUrl) => {
     await Promise.all(orders.map((order) => stack.intake.publish(order)));
     running = await runSequencer(stack, { batchSize: 64 });
     await waitFor("300 events", async () => (await headOf()) === 300n);
+    // The database is the durable point and leads; TRADING follows it (the next batch may commit while the
+    // previous one is still being published).
+    await waitFor(
+      "TRADING complete",
+      async () => (await stack.jsm.streams.info(TRADING_STREAM)).state.last_seq === 300,
+    );
     const { events } = await checkLog(stack);
     expect(events.map((e) => e.referenceId).sort()).toEqual(
       orders.map((o) => o.referenceId.toString()).sort(),

@@ -66,7 +66,7 @@ export async function runSequencer(
   options: { wrapTrading?: (real: TradingLog) => TradingLog; batchSize?: number } = {},
 ): Promise<RunningSequencer> {
   const source = await JetStreamIntakeSource.open(stack.js, 2_000);
-  const real = new JetStreamTradingLog(stack.js, stack.jsm, 5_000);
+  const real = new JetStreamTradingLog(stack.nc, stack.js, stack.jsm, 5_000);
   const sequencer = new Sequencer(
     source,
     stack.store,

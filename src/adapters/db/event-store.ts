@@ -2,7 +2,7 @@
  * The Postgres side of the sequencer: the head of the log, the duplicate filter, the one-transaction append,
  * and keyset reads for replay and catch-up. Written against Drizzle only, so it runs on postgres.js and PGlite.
  */
-import { asc, desc, eq, gt, inArray, or } from "drizzle-orm";
+import { asc, desc, eq, gt, sql } from "drizzle-orm";
 import { ownerOf, type SequencedEvent } from "../../domain/events.ts";
 import type { Head } from "../../domain/sequencing.ts";
 import { EMPTY_HEAD } from "../../domain/sequencing.ts";
@@ -13,6 +13,9 @@ export type StoredEvent = { event: SequencedEvent; payload: string };
 export type RejectedMessage = { streamSeq: bigint; subject: string; reason: string; data: string };
 /** A stored event as it goes out again: the exact payload bytes, and the type that picks the TRADING subject. */
 export type EventRecord = { sequenceId: bigint; type: string; payload: string };
+
+/** The three ways to name one event: its number, its referenceId, or the idempotency key it was sent with. */
+export type EventKey = { sequenceId: bigint } | { referenceId: bigint } | { idempotencyKey: string };
 
 export interface EventStore {
   head(): Promise<Head>;
@@ -26,12 +29,51 @@ export interface EventStore {
   /** Events with sequenceId > after, in order, at most `limit`. */
   readAfter(after: bigint, limit: number): Promise<EventRecord[]>;
   /** One event by its sequenceId or by its referenceId. */
-  find(by: { sequenceId: bigint } | { referenceId: bigint }): Promise<EventRecord | null>;
+  find(by: EventKey): Promise<EventRecord | null>;
 }
 
 /** Postgres renders timestamptz as "2026-01-02 03:04:05.678+00"; the wire wants ISO-8601. */
 function toIso(timestamp: string): string {
   return new Date(timestamp).toISOString();
+}
+
+/**
+ * One multi-row INSERT from column arrays (unnest): a fixed handful of parameters for any batch size, so neither
+ * the driver nor Postgres pays per-row statement building. A batch shares one sequencedAt, and previous_id is
+ * derived in SQL from sequence_id (the check constraint holds it to that anyway). Timestamps travel as text:
+ * Drizzle's postgres.js setup passes timestamptz[] values through unserialized.
+ */
+function insertBatch(batch: readonly StoredEvent[]) {
+  const n = batch.length;
+  const seq = new Array<string>(n);
+  const ref = new Array<string>(n);
+  const type = new Array<string>(n);
+  const user = new Array<string>(n);
+  const key = new Array<string | null>(n);
+  const payload = new Array<string>(n);
+  const created = new Array<string>(n);
+  batch.forEach(({ event, payload: text }, i) => {
+    seq[i] = event.sequenceId.toString();
+    ref[i] = event.referenceId.toString();
+    type[i] = event.type;
+    user[i] = ownerOf(event).toString();
+    key[i] = event.idempotencyKey ?? null;
+    payload[i] = text;
+    created[i] = event.createdAt;
+  });
+  const sequencedAt = batch[0]?.event.sequencedAt;
+  return sql`
+    insert into events
+      (sequence_id, previous_id, reference_id, type, user_id, idempotency_key, payload, created_at, sequenced_at)
+    select s, s - 1, r, t, u, k, p, c::timestamptz, ${sequencedAt}::timestamptz
+    from unnest(${sql.param(seq)}::bigint[], ${sql.param(ref)}::bigint[], ${sql.param(type)}::text[],
+                ${sql.param(user)}::bigint[], ${sql.param(key)}::text[], ${sql.param(payload)}::text[],
+                ${sql.param(created)}::text[]) as x(s, r, t, u, k, p, c)`;
+}
+
+/** postgres.js returns the rows array; PGlite returns { rows }. */
+function rowsOf<T>(result: unknown): T[] {
+  return (Array.isArray(result) ? result : ((result as { rows?: unknown[] }).rows ?? [])) as T[];
 }
 
 /** Runs first inside every append transaction; throws to refuse the write (see writer-lease.ts). */
@@ -58,19 +100,24 @@ export class DrizzleEventStore implements EventStore {
     idempotencyKeys: readonly string[],
   ): Promise<{ references: Set<bigint>; idempotencyKeys: Set<string> }> {
     if (referenceIds.length === 0) return { references: new Set(), idempotencyKeys: new Set() };
-    const byReference = inArray(events.referenceId, [...referenceIds]);
-    const rows = await this.db
-      .select({ referenceId: events.referenceId, idempotencyKey: events.idempotencyKey })
-      .from(events)
-      .where(
-        idempotencyKeys.length > 0
-          ? or(byReference, inArray(events.idempotencyKey, [...idempotencyKeys]))
-          : byReference,
-      );
+    // One array parameter per list (not one parameter per id): the statement stays the same size whatever the
+    // batch, and ids travel as text so no driver rounds a 64-bit value through a JS number.
+    const refs = sql.param(referenceIds.map(String));
+    const keys = sql.param([...idempotencyKeys]);
+    // Two index lookups glued by UNION ALL (an OR across two columns would not use either index).
+    const byKey =
+      idempotencyKeys.length === 0
+        ? sql``
+        : sql` union all select reference_id::text, idempotency_key from events where idempotency_key = any(${keys}::text[])`;
+    const rows = rowsOf<{ reference_id: string; idempotency_key: string | null }>(
+      await this.db.execute(sql`
+        select reference_id::text as reference_id, idempotency_key from events
+        where reference_id = any(${refs}::bigint[])${byKey}`),
+    );
     return {
-      references: new Set(rows.map((row) => row.referenceId)),
+      references: new Set(rows.map((row) => BigInt(row.reference_id))),
       idempotencyKeys: new Set(
-        rows.flatMap((row) => (row.idempotencyKey === null ? [] : [row.idempotencyKey])),
+        rows.flatMap((row) => (row.idempotency_key === null ? [] : [row.idempotency_key])),
       ),
     };
   }
@@ -79,21 +126,7 @@ export class DrizzleEventStore implements EventStore {
     if (batch.length === 0 && rejected.length === 0) return;
     await this.db.transaction(async (tx) => {
       await this.fence?.(tx);
-      if (batch.length > 0) {
-        await tx.insert(events).values(
-          batch.map(({ event, payload }) => ({
-            sequenceId: event.sequenceId,
-            previousId: event.previousId,
-            referenceId: event.referenceId,
-            type: event.type,
-            userId: ownerOf(event),
-            idempotencyKey: event.idempotencyKey ?? null,
-            payload,
-            createdAt: event.createdAt,
-            sequencedAt: event.sequencedAt,
-          })),
-        );
-      }
+      if (batch.length > 0) await tx.execute(insertBatch(batch));
       if (rejected.length > 0) {
         await tx
           .insert(rejectedMessages)
@@ -112,12 +145,16 @@ export class DrizzleEventStore implements EventStore {
       .limit(limit);
   }
 
-  async find(by: { sequenceId: bigint } | { referenceId: bigint }): Promise<EventRecord | null> {
+  async find(by: EventKey): Promise<EventRecord | null> {
     const rows = await this.db
       .select({ sequenceId: events.sequenceId, type: events.type, payload: events.payload })
       .from(events)
       .where(
-        "sequenceId" in by ? eq(events.sequenceId, by.sequenceId) : eq(events.referenceId, by.referenceId),
+        "sequenceId" in by
+          ? eq(events.sequenceId, by.sequenceId)
+          : "referenceId" in by
+            ? eq(events.referenceId, by.referenceId)
+            : eq(events.idempotencyKey, by.idempotencyKey),
       )
       .limit(1);
     return rows[0] ?? null;

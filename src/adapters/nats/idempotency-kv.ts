@@ -19,7 +19,7 @@ export class KvIdempotencyStore implements IdempotencyStore {
 
   async get(key: string): Promise<IdempotencyRecord | null> {
     const entry = await this.kv.get(key);
-    if (!entry || entry.operation !== "PUT") return null;
+    if (entry?.operation !== "PUT") return null;
     return entry.json<IdempotencyRecord>();
   }
 

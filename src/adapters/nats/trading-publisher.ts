@@ -6,7 +6,8 @@
  * publish is either dropped as a duplicate (the PubAck says so and names the original position) or refused for
  * a wrong last sequence. Either way nothing is stored twice or out of order, and each PubAck is checked.
  */
-import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import { type JetStreamClient, type JetStreamManager, PubHeaders } from "@nats-io/jetstream";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { TRADING_STREAM, TRADING_SUBJECT_PREFIX } from "./topology.ts";
 
 export type TradingRecord = { sequenceId: bigint; type: string; payload: string };
@@ -24,6 +25,7 @@ export class TradingPositionError extends Error {
 
 export class JetStreamTradingLog implements TradingLog {
   constructor(
+    private readonly nc: NatsConnection,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly timeoutMs: number,
@@ -34,27 +36,36 @@ export class JetStreamTradingLog implements TradingLog {
     return BigInt(info.state.last_seq);
   }
 
+  /**
+   * All but the last record go out as plain publishes carrying the JetStream headers (msg id, expected stream,
+   * expected last sequence); only the last one waits for a PubAck. The expected-last-sequence chain means the
+   * last one can only be stored at its position if every earlier one was stored at its own, in order — so one
+   * confirmed PubAck confirms the batch, and any earlier loss or refusal makes the last one fail too.
+   */
   async append(records: readonly TradingRecord[]): Promise<void> {
-    // Pipelined: all publishes go out before the first answer is awaited. The expected-last-sequence header keeps
-    // them in order on the server even though they are in flight together.
-    const acks = records.map((record) => {
-      const position = Number(record.sequenceId);
-      return this.js.publish(`${TRADING_SUBJECT_PREFIX}.${record.type.toLowerCase()}`, record.payload, {
-        msgID: record.sequenceId.toString(),
-        expect: { streamName: TRADING_STREAM, lastSequence: position - 1 },
-        timeout: this.timeoutMs,
-      });
+    const last = records[records.length - 1];
+    if (!last) return;
+    for (let i = 0; i < records.length - 1; i++) {
+      const record = records[i] as TradingRecord;
+      const h = headers();
+      h.set(PubHeaders.MsgIdHdr, record.sequenceId.toString());
+      h.set(PubHeaders.ExpectedStreamHdr, TRADING_STREAM);
+      h.set(PubHeaders.ExpectedLastSeqHdr, (record.sequenceId - 1n).toString());
+      this.nc.publish(subjectOf(record), record.payload, { headers: h });
+    }
+    const ack = await this.js.publish(subjectOf(last), last.payload, {
+      msgID: last.sequenceId.toString(),
+      expect: { streamName: TRADING_STREAM, lastSequence: Number(last.sequenceId - 1n) },
+      timeout: this.timeoutMs,
     });
-    const results = await Promise.allSettled(acks);
-    results.forEach((result, i) => {
-      if (result.status === "rejected") throw result.reason;
-      const expected = records[i]?.sequenceId;
-      if (expected === undefined || BigInt(result.value.seq) !== expected) {
-        throw new TradingPositionError(
-          `TRADING stored sequenceId ${expected} at position ${result.value.seq}` +
-            (result.value.duplicate ? " (duplicate)" : ""),
-        );
-      }
-    });
+    if (BigInt(ack.seq) !== last.sequenceId) {
+      throw new TradingPositionError(
+        `TRADING stored sequenceId ${last.sequenceId} at position ${ack.seq}${ack.duplicate ? " (duplicate)" : ""}`,
+      );
+    }
   }
+}
+
+function subjectOf(record: TradingRecord): string {
+  return `${TRADING_SUBJECT_PREFIX}.${record.type.toLowerCase()}`;
 }

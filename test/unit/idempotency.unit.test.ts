@@ -1,0 +1,404 @@
+/**
+ * runIdempotent (src/app/idempotency.ts) against an in-memory IdempotencyStore: pure logic, no broker. Covers the
+ * first attempt, retries, conflicts, a first attempt that died half-way (record without answer), publish
+ * failures, and the create race; then IntakeService on top of it (key scoping and the canonical request).
+ */
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import type { IntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
+import { ConflictError, InvalidInputError, UnavailableError } from "../../src/app/errors.ts";
+import {
+  type Answer,
+  type Attempt,
+  type IdempotencyRecord,
+  type IdempotencyStore,
+  runIdempotent,
+} from "../../src/app/idempotency.ts";
+import { IntakeService } from "../../src/app/intake.ts";
+import {
+  type Deposit,
+  decodeIntakeEvent,
+  encodeIntakeEvent,
+  type Intake,
+  type IntakeEvent,
+} from "../../src/domain/events.ts";
+import { SnowflakeGenerator } from "../../src/domain/ids.ts";
+
+/** Create-if-absent map; every call yields to the event loop first, so concurrent callers interleave. */
+class MemoryStore implements IdempotencyStore {
+  readonly records = new Map<string, IdempotencyRecord>();
+  readonly calls: string[] = [];
+
+  async get(key: string): Promise<IdempotencyRecord | null> {
+    await Promise.resolve();
+    this.calls.push(`get ${key}`);
+    const record = this.records.get(key);
+    return record ? structuredClone(record) : null;
+  }
+
+  async create(key: string, record: IdempotencyRecord): Promise<boolean> {
+    await Promise.resolve();
+    this.calls.push(`create ${key}`);
+    if (this.records.has(key)) return false;
+    this.records.set(key, structuredClone(record));
+    return true;
+  }
+
+  async put(key: string, record: IdempotencyRecord): Promise<void> {
+    await Promise.resolve();
+    this.calls.push(`put ${key}`);
+    this.records.set(key, structuredClone(record));
+  }
+}
+
+let nextId = 1000n;
+
+/** An Attempt like IntakeService's: builds DEPOSIT events with fresh ids, records what it built and published. */
+function depositAttempt(options: { failPublishes?: number } = {}) {
+  let failures = options.failPublishes ?? 0;
+  const built: Intake[] = [];
+  const published: string[] = [];
+  const attempt: Attempt = {
+    logged: async () => null,
+    build() {
+      nextId += 1n;
+      const event: Intake<Deposit> = {
+        type: "DEPOSIT",
+        userId: 5n,
+        assetId: 6n,
+        amount: "1.5",
+        referenceId: nextId,
+        createdAt: new Date(Date.UTC(2026, 0, 1, 0, 0, 0, Number(nextId % 1000n))).toISOString(),
+        idempotencyKey: "9:key",
+      };
+      built.push(event);
+      return event;
+    },
+    encode: encodeIntakeEvent,
+    decode(text) {
+      const decoded = decodeIntakeEvent(text);
+      if (!decoded.ok) throw new Error(decoded.reason);
+      return decoded.event;
+    },
+    async publish(event) {
+      await Promise.resolve();
+      if (failures > 0) {
+        failures--;
+        throw new Error("publish failed");
+      }
+      published.push(encodeIntakeEvent(event));
+    },
+    answer: (event) => ({ referenceId: event.referenceId.toString() }),
+  };
+  return { attempt, built, published };
+}
+
+const KEY = "9.key";
+const REQUEST = '{"type":"DEPOSIT","userId":"5","assetId":"6","amount":"1.5"}';
+
+describe("runIdempotent", () => {
+  test("first call builds, publishes and stores the answer with the encoded event", async () => {
+    const store = new MemoryStore();
+    const { attempt, built, published } = depositAttempt();
+    const answer = await runIdempotent(store, KEY, REQUEST, attempt);
+    expect(built).toHaveLength(1);
+    const event = built[0] as Intake;
+    expect(answer).toEqual({ referenceId: event.referenceId.toString() });
+    expect(published).toEqual([encodeIntakeEvent(event)]);
+    expect(store.records.get(KEY)).toEqual({ request: REQUEST, event: encodeIntakeEvent(event), answer });
+    // The record is created before the publish and completed after it.
+    expect(store.calls).toEqual([`get ${KEY}`, `create ${KEY}`, `put ${KEY}`]);
+  });
+
+  test("a retry returns the same answer without building or publishing", async () => {
+    const store = new MemoryStore();
+    const first = depositAttempt();
+    const answer = await runIdempotent(store, KEY, REQUEST, first.attempt);
+    const retry = depositAttempt();
+    for (let i = 0; i < 3; i++)
+      expect(await runIdempotent(store, KEY, REQUEST, retry.attempt)).toEqual(answer);
+    expect(retry.built).toEqual([]);
+    expect(retry.published).toEqual([]);
+    expect(first.published).toHaveLength(1);
+  });
+
+  test("the same key with a different request → ConflictError, nothing published, record untouched", async () => {
+    const store = new MemoryStore();
+    const first = depositAttempt();
+    await runIdempotent(store, KEY, REQUEST, first.attempt);
+    const before = structuredClone(store.records.get(KEY));
+    const other = depositAttempt();
+    const error = await runIdempotent(store, KEY, REQUEST.replace("1.5", "2"), other.attempt).catch((e) => e);
+    expect(error).toBeInstanceOf(ConflictError);
+    expect(other.built).toEqual([]);
+    expect(other.published).toEqual([]);
+    expect(store.records.get(KEY)).toEqual(before);
+  });
+
+  test("a different request against a half-finished record is also a conflict (nothing republished)", async () => {
+    const store = new MemoryStore();
+    const { attempt } = depositAttempt();
+    const event = attempt.build();
+    await store.create(KEY, { request: REQUEST, event: encodeIntakeEvent(event), answer: null });
+    const other = depositAttempt();
+    const error = await runIdempotent(store, KEY, `${REQUEST} `, other.attempt).catch((e) => e);
+    expect(error).toBeInstanceOf(ConflictError);
+    expect(other.published).toEqual([]);
+    expect(store.records.get(KEY)?.answer).toBeNull();
+  });
+
+  test("a record without an answer (first attempt died half-way) → the retry republishes the SAME event", async () => {
+    const store = new MemoryStore();
+    const original = depositAttempt().attempt.build();
+    const encoded = encodeIntakeEvent(original);
+    await store.create(KEY, { request: REQUEST, event: encoded, answer: null });
+
+    const retry = depositAttempt();
+    const answer = await runIdempotent(store, KEY, REQUEST, retry.attempt);
+    expect(answer).toEqual({ referenceId: original.referenceId.toString() });
+    expect(retry.built).toEqual([]); // no new ids minted
+    expect(retry.published).toEqual([encoded]); // byte for byte the stored event
+    expect(store.records.get(KEY)).toEqual({ request: REQUEST, event: encoded, answer });
+
+    // And from then on it is answered from the store.
+    const again = depositAttempt();
+    expect(await runIdempotent(store, KEY, REQUEST, again.attempt)).toEqual(answer);
+    expect(again.published).toEqual([]);
+  });
+
+  test("publish failure leaves the record without an answer; the next retry publishes the same event", async () => {
+    const store = new MemoryStore();
+    const failing = depositAttempt({ failPublishes: 1 });
+    await expect(runIdempotent(store, KEY, REQUEST, failing.attempt)).rejects.toThrow("publish failed");
+    expect(failing.built).toHaveLength(1);
+    const event = failing.built[0] as Intake;
+    expect(failing.published).toEqual([]);
+    expect(store.records.get(KEY)).toEqual({
+      request: REQUEST,
+      event: encodeIntakeEvent(event),
+      answer: null,
+    });
+
+    // The retry may fail again (broker still down) without changing anything…
+    const stillDown = depositAttempt({ failPublishes: 1 });
+    await expect(runIdempotent(store, KEY, REQUEST, stillDown.attempt)).rejects.toThrow("publish failed");
+    expect(stillDown.built).toEqual([]);
+    expect(store.records.get(KEY)?.answer).toBeNull();
+
+    // …and once it succeeds the answer is the first attempt's event.
+    const retry = depositAttempt();
+    const answer = await runIdempotent(store, KEY, REQUEST, retry.attempt);
+    expect(answer).toEqual({ referenceId: event.referenceId.toString() });
+    expect(retry.built).toEqual([]);
+    expect(retry.published).toEqual([encodeIntakeEvent(event)]);
+    expect(store.records.get(KEY)?.answer).toEqual(answer);
+  });
+
+  test("a failing put after a successful publish: the retry republishes the same event (no second event)", async () => {
+    const store = new MemoryStore();
+    let failPut = true;
+    const flaky: IdempotencyStore = {
+      get: (k) => store.get(k),
+      create: (k, r) => store.create(k, r),
+      async put(k, r) {
+        if (failPut) {
+          failPut = false;
+          throw new Error("put failed");
+        }
+        return store.put(k, r);
+      },
+    };
+    const first = depositAttempt();
+    await expect(runIdempotent(flaky, KEY, REQUEST, first.attempt)).rejects.toThrow("put failed");
+    const retry = depositAttempt();
+    const answer = await runIdempotent(flaky, KEY, REQUEST, retry.attempt);
+    expect(answer).toEqual({ referenceId: first.built[0]?.referenceId.toString() ?? "missing" });
+    expect(retry.published).toEqual(first.published);
+    expect(retry.built).toEqual([]);
+  });
+
+  test("create race: another request creates the key between our get and create → we complete ITS event", async () => {
+    const store = new MemoryStore();
+    const rival = depositAttempt();
+    const rivalEvent = rival.attempt.build();
+    let raced = false;
+    const racing: IdempotencyStore = {
+      get: (k) => store.get(k),
+      async create(k, r) {
+        if (!raced) {
+          raced = true;
+          // The rival wins the create (and has not published yet).
+          await store.create(k, { request: REQUEST, event: encodeIntakeEvent(rivalEvent), answer: null });
+          return false;
+        }
+        return store.create(k, r);
+      },
+      put: (k, r) => store.put(k, r),
+    };
+    const ours = depositAttempt();
+    const answer = await runIdempotent(racing, KEY, REQUEST, ours.attempt);
+    expect(raced).toBe(true);
+    expect(answer).toEqual({ referenceId: rivalEvent.referenceId.toString() });
+    // We built an event in round one, but it never left: only the rival's event was published.
+    expect(ours.built).toHaveLength(1);
+    expect(ours.published).toEqual([encodeIntakeEvent(rivalEvent)]);
+    expect(store.records.get(KEY)?.answer).toEqual(answer);
+  });
+
+  test("create refused but the record is gone again (expired) on both rounds → ConflictError, nothing published", async () => {
+    const vanishing: IdempotencyStore = {
+      get: async () => null,
+      create: async () => false,
+      put: async () => {},
+    };
+    const { attempt, published } = depositAttempt();
+    const error = await runIdempotent(vanishing, KEY, REQUEST, attempt).catch((e) => e);
+    expect(error).toBeInstanceOf(ConflictError);
+    expect(published).toEqual([]);
+  });
+
+  test("property: N concurrent calls with one key converge on one event and one answer", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 2, max: 25 }),
+        fc.array(fc.nat({ max: 3 }), { minLength: 25, maxLength: 25 }),
+        async (n, delays) => {
+          const store = new MemoryStore();
+          const publishedRefs = new Set<string>();
+          const attempts = Array.from({ length: n }, (_, i) => {
+            const a = depositAttempt();
+            const publish = a.attempt.publish;
+            a.attempt.publish = async (event) => {
+              for (let d = 0; d < (delays[i] ?? 0); d++) await Promise.resolve();
+              await publish(event);
+              publishedRefs.add(event.referenceId.toString());
+            };
+            return a;
+          });
+          const answers = await Promise.all(
+            attempts.map((a) => runIdempotent(store, KEY, REQUEST, a.attempt)),
+          );
+          const distinct = new Set(answers.map((a) => a.referenceId));
+          expect(distinct.size).toBe(1);
+          expect([...publishedRefs]).toEqual([...distinct]);
+          expect(store.records.get(KEY)?.answer).toEqual(answers[0] as Answer);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// IntakeService over the same in-memory store: the key is scoped by user, the request is compared canonically
+// ---------------------------------------------------------------------------------------------------------------
+
+class RecordingPublisher implements IntakePublisher {
+  readonly events: IntakeEvent[] = [];
+  failNext = 0;
+  async publish(event: IntakeEvent): Promise<void> {
+    if (this.failNext > 0) {
+      this.failNext--;
+      throw new Error("broker down");
+    }
+    this.events.push(event);
+  }
+}
+
+function service() {
+  const store = new MemoryStore();
+  const publisher = new RecordingPublisher();
+  const intake = new IntakeService(new SnowflakeGenerator(7), publisher, store, undefined);
+  return { store, publisher, intake };
+}
+
+const ADMIN = { userId: 1n, admin: true };
+const USER = { userId: 2n, admin: false };
+
+describe("IntakeService with an Idempotency-Key", () => {
+  test("the record is stored under <userId>.<key> with the canonical request and the scoped key on the event", async () => {
+    const { store, publisher, intake } = service();
+    const answer = await intake.deposit(ADMIN, { userId: "5", assetId: "6", amount: "1.50" }, "abc");
+    expect(Object.keys(answer)).toEqual(["referenceId"]);
+    const record = store.records.get("1.abc");
+    expect(record?.request).toBe('{"type":"DEPOSIT","userId":"5","assetId":"6","amount":"1.5"}');
+    expect(record?.answer).toEqual(answer);
+    expect(publisher.events).toHaveLength(1);
+    expect(publisher.events[0]?.idempotencyKey).toBe("1:abc");
+    expect(record?.event).toBe(encodeIntakeEvent(publisher.events[0] as IntakeEvent));
+  });
+
+  test("the same request written differently (1.5 vs 1.50) is the same request", async () => {
+    const { publisher, intake } = service();
+    const a = await intake.deposit(ADMIN, { userId: "5", assetId: "6", amount: "1.5" }, "k");
+    const b = await intake.deposit(ADMIN, { userId: "5", assetId: "6", amount: "1.500" }, "k");
+    expect(b).toEqual(a);
+    expect(publisher.events).toHaveLength(1);
+  });
+
+  test("CREATE_ORDER: the minted orderId is not part of the request; the retry gets the same orderId", async () => {
+    const { store, publisher, intake } = service();
+    const body = { direction: "BUY", price: "2", quantity: "3" };
+    const a = await intake.createOrder(USER, body, "o1");
+    const b = await intake.createOrder(USER, body, "o1");
+    expect(b).toEqual(a);
+    expect(a.orderId).toBeDefined();
+    expect(store.records.get("2.o1")?.request).toBe(
+      '{"type":"CREATE_ORDER","userId":"2","direction":"BUY","price":"2","quantity":"3"}',
+    );
+    expect(publisher.events).toHaveLength(1);
+  });
+
+  test("the same key from another user is independent; another route under one key is a conflict", async () => {
+    const { publisher, intake } = service();
+    const a = await intake.cancelOrder(USER, "77", "shared");
+    const b = await intake.cancelOrder({ userId: 3n, admin: false }, "77", "shared");
+    expect(b.referenceId).not.toBe(a.referenceId);
+    expect(publisher.events).toHaveLength(2);
+    await expect(
+      intake.createOrder(USER, { direction: "BUY", price: "1", quantity: "1" }, "shared"),
+    ).rejects.toBeInstanceOf(ConflictError);
+    await expect(intake.cancelOrder(USER, "78", "shared")).rejects.toBeInstanceOf(ConflictError);
+    expect(publisher.events).toHaveLength(2);
+  });
+
+  test("a publish failure is a 503-style UnavailableError; the retry completes the same event", async () => {
+    const { store, publisher, intake } = service();
+    publisher.failNext = 1;
+    const body = { fromUserId: "5", toUserId: "6", assetId: "1", amount: "3" };
+    await expect(intake.transfer(ADMIN, body, "t")).rejects.toBeInstanceOf(UnavailableError);
+    const pending = store.records.get("1.t");
+    expect(pending?.answer).toBeNull();
+    const answer = await intake.transfer(ADMIN, body, "t");
+    expect(publisher.events).toHaveLength(1);
+    expect(encodeIntakeEvent(publisher.events[0] as IntakeEvent)).toBe(pending?.event ?? "");
+    expect(answer.referenceId).toBe(publisher.events[0]?.referenceId.toString() ?? "");
+  });
+
+  test.each(["", " ", "a b", "a.b", "a:b", "é", "x".repeat(65)])(
+    "Idempotency-Key %p → InvalidInputError",
+    async (key) => {
+      const { store, publisher, intake } = service();
+      const error = await intake.cancelOrder(USER, "1", key).catch((e) => e);
+      expect(error).toBeInstanceOf(InvalidInputError);
+      expect((error as InvalidInputError).field).toBe("Idempotency-Key");
+      expect(publisher.events).toEqual([]);
+      expect(store.records.size).toBe(0);
+    },
+  );
+
+  test("a 64-character key is fine", async () => {
+    const { publisher, intake } = service();
+    await intake.cancelOrder(USER, "1", "x".repeat(64));
+    expect(publisher.events[0]?.idempotencyKey).toBe(`2:${"x".repeat(64)}`);
+  });
+
+  test("without a key there is no record and every call is a new event", async () => {
+    const { store, publisher, intake } = service();
+    const a = await intake.cancelOrder(USER, "1");
+    const b = await intake.cancelOrder(USER, "1");
+    expect(a.referenceId).not.toBe(b.referenceId);
+    expect(store.records.size).toBe(0);
+    expect(publisher.events.map((e) => e.idempotencyKey)).toEqual([undefined, undefined]);
+  });
+});
