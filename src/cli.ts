@@ -56,7 +56,8 @@ async function serve(args: string[]): Promise<void> {
   process.on("SIGINT", () => shutdown("SIGINT"));
 
   const db = config.databaseUrl ? "PostgreSQL (DATABASE_URL)" : `PGlite in ${config.dataDir}/pg`;
-  const lines = [`sequencer (${role}) up: NATS ${service.natsUrl}, database ${db}`];
+  const ws = service.natsWsUrl ? ` (WebSocket ${service.natsWsUrl})` : "";
+  const lines = [`sequencer (${role}) up: NATS ${service.natsUrl}${ws}, database ${db}`];
   if (service.url && service.tokens) {
     const token = await service.tokens.mint(1n);
     lines.push(

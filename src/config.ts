@@ -9,7 +9,7 @@ export type Role = "all" | "api" | "sequencer";
 export type Config = {
   port: number;
   host: string;
-  /** Unset: start an embedded nats-server child. */
+  /** Unset: start an embedded nats-server child. ws:// or wss:// connects over WebSocket (edge runtimes). */
   natsUrl: string | undefined;
   /** Unset: use PGlite under DATA_DIR/pg. */
   databaseUrl: string | undefined;
@@ -18,6 +18,8 @@ export type Config = {
   authSecret: string | undefined;
   workerId: number;
   duplicateWindowMs: number;
+  /** Replicas of the SEQUENCE and TRADING streams (and the KV bucket): 1 on one server, 3 on a cluster. */
+  streamReplicas: number;
   /** How long an Idempotency-Key answers with the first answer (the KV bucket's TTL). */
   idempotencyWindowMs: number;
   publishTimeoutMs: number;
@@ -102,12 +104,13 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     port: integer(env, "PORT", 3000, 0, 65535),
     host: env.HOST || "127.0.0.1",
-    natsUrl: url(env, "NATS_URL", ["nats:", "tls:"]),
+    natsUrl: url(env, "NATS_URL", ["nats:", "tls:", "ws:", "wss:"]),
     databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
     dataDir: env.DATA_DIR || "./data",
     authSecret,
     workerId: integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID),
     duplicateWindowMs: duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000),
+    streamReplicas: integer(env, "STREAM_REPLICAS", 1, 1, 5),
     idempotencyWindowMs: duration(env, "IDEMPOTENCY_WINDOW", "24h", 1_000, 30 * 24 * 3_600_000),
     publishTimeoutMs: duration(env, "PUBLISH_TIMEOUT", "5s", 100, 60_000),
     batchSize: integer(env, "SEQUENCER_BATCH_SIZE", 1000, 1, 5000),

@@ -3,13 +3,14 @@
  * and stops them in reverse order. The only file that knows every concrete class.
  */
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { type Database, openDatabase } from "./adapters/db/client.ts";
 import { DrizzleEventStore } from "./adapters/db/event-store.ts";
 import { InProcessWriterLease, PostgresWriterLease, type WriterLease } from "./adapters/db/writer-lease.ts";
 import { createHttpApp, createOpsApp } from "./adapters/http/app.ts";
 import type { ReadinessCheck } from "./adapters/http/ops.ts";
 import { Metrics } from "./adapters/metrics.ts";
+import { connectNats } from "./adapters/nats/connection.ts";
 import { KvIdempotencyStore } from "./adapters/nats/idempotency-kv.ts";
 import { JetStreamIntakeSource } from "./adapters/nats/intake-consumer.ts";
 import { JetStreamIntakeLookup } from "./adapters/nats/intake-lookup.ts";
@@ -36,6 +37,8 @@ export type RunningService = {
   /** Base URL of the HTTP server (the API, or just /healthz and /readyz for the sequencer role). */
   url: string;
   natsUrl: string;
+  /** The embedded server's WebSocket URL, when this process started one. */
+  natsWsUrl: string | undefined;
   database: Database;
   tokens: TokenService | undefined;
   /** Whether this process currently holds the writer lock, and its sequencer while it does. */
@@ -90,8 +93,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     ? undefined
     : await startEmbeddedNats(config.dataDir);
   const natsUrl = config.natsUrl ?? embedded?.url ?? "";
-  const nc = await connect({
-    servers: natsUrl,
+  const nc = await connectNats(natsUrl, {
     name: `sequencer-${role}-${config.workerId}`,
     waitOnFirstConnect: true,
     maxReconnectAttempts: -1,
@@ -102,6 +104,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   const js = jetstream(nc);
   await withRetry(log, "JetStream provisioning", () =>
     ensureTopology(jsm, {
+      replicas: config.streamReplicas,
       duplicateWindowMs: config.duplicateWindowMs,
       ackWaitMs: config.ackWaitMs,
       maxAckPending: config.maxAckPending,
@@ -186,7 +189,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
             metrics.publishSeconds.observe(seconds),
           ),
           await withRetry(log, "idempotency bucket", () =>
-            KvIdempotencyStore.open(js, config.idempotencyWindowMs),
+            KvIdempotencyStore.open(js, config.idempotencyWindowMs, config.streamReplicas),
           ),
           store,
         ),
@@ -224,5 +227,5 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     return stopping;
   };
 
-  return { url, natsUrl, database, tokens, leadership, stop };
+  return { url, natsUrl, natsWsUrl: embedded?.wsUrl, database, tokens, leadership, stop };
 }

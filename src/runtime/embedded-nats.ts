@@ -18,7 +18,12 @@ export class NatsServerMissingError extends Error {
   }
 }
 
-export type EmbeddedNats = { url: string; stop(): Promise<void> };
+export type EmbeddedNats = {
+  url: string;
+  /** The same server over WebSocket (for edge-style clients: NATS_URL=ws://…). */
+  wsUrl: string;
+  stop(): Promise<void>;
+};
 
 function hasNatsServer(): boolean {
   return spawnSync("nats-server", ["--version"], { stdio: "ignore" }).status === 0;
@@ -32,8 +37,8 @@ function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-async function pickPort(preferred: number): Promise<number> {
-  if (await portIsFree(preferred)) return preferred;
+async function pickPort(preferred: number | undefined): Promise<number> {
+  if (preferred !== undefined && (await portIsFree(preferred))) return preferred;
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
@@ -79,14 +84,19 @@ export async function startEmbeddedNats(dataDir: string, startTimeoutMs = 15_000
   stopStaleServer(pidFile);
 
   const port = await pickPort(4222);
-  const logFd = openSync(join(storeDir, "nats-server.log"), "a");
-  const child: ChildProcess = spawn(
-    "nats-server",
-    ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir],
-    {
-      stdio: ["ignore", logFd, logFd],
-    },
+  const wsPort = await pickPort(undefined);
+  // WebSocket needs a config file (no command-line flag for it); everything stays on loopback.
+  const configFile = join(storeDir, "nats-server.conf");
+  writeFileSync(
+    configFile,
+    [
+      `listen: "127.0.0.1:${port}"`,
+      `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
+      `websocket { listen: "127.0.0.1:${wsPort}", no_tls: true }`,
+    ].join("\n"),
   );
+  const logFd = openSync(join(storeDir, "nats-server.log"), "a");
+  const child: ChildProcess = spawn("nats-server", ["-c", configFile], { stdio: ["ignore", logFd, logFd] });
   if (child.pid) writeFileSync(pidFile, String(child.pid));
   let exited = false;
   child.once("exit", () => {
@@ -106,6 +116,7 @@ export async function startEmbeddedNats(dataDir: string, startTimeoutMs = 15_000
 
   return {
     url: `nats://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${wsPort}`,
     async stop() {
       process.removeListener("exit", killOnExit);
       if (exited) return;

@@ -12,8 +12,8 @@ export class KvIdempotencyStore implements IdempotencyStore {
   private constructor(private readonly kv: KV) {}
 
   /** Opens the bucket, creating it when missing. */
-  static async open(js: JetStreamClient, windowMs: number): Promise<KvIdempotencyStore> {
-    const kv = await new Kvm(js).create(IDEMPOTENCY_BUCKET, { ttl: windowMs, history: 1 });
+  static async open(js: JetStreamClient, windowMs: number, replicas = 1): Promise<KvIdempotencyStore> {
+    const kv = await new Kvm(js).create(IDEMPOTENCY_BUCKET, { ttl: windowMs, history: 1, replicas });
     return new KvIdempotencyStore(kv);
   }
 

@@ -23,6 +23,8 @@ export const TRADING_STREAM = "TRADING";
 export const TRADING_SUBJECT_PREFIX = "trading";
 
 export type TopologyOptions = {
+  /** Stream replicas: 1 on a single server, 3 (or 5) on a JetStream cluster. */
+  replicas?: number;
   duplicateWindowMs: number;
   /** How long the server waits for an ack before redelivering; the sequencer extends it while it retries. */
   ackWaitMs: number;
@@ -37,7 +39,13 @@ function isNotFound(error: unknown): boolean {
   );
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, prefix: string, duplicateWindowMs: number) {
+async function ensureStream(
+  jsm: JetStreamManager,
+  name: string,
+  prefix: string,
+  duplicateWindowMs: number,
+  replicas: number,
+) {
   const wanted = {
     name,
     subjects: [`${prefix}.>`],
@@ -45,6 +53,7 @@ async function ensureStream(jsm: JetStreamManager, name: string, prefix: string,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.New,
     duplicate_window: nanos(duplicateWindowMs),
+    num_replicas: replicas,
   } satisfies Partial<StreamConfig>;
   let existing: StreamConfig;
   try {
@@ -64,12 +73,14 @@ async function ensureStream(jsm: JetStreamManager, name: string, prefix: string,
   if (
     subjectsDiffer ||
     existing.discard !== DiscardPolicy.New ||
-    existing.duplicate_window !== wanted.duplicate_window
+    existing.duplicate_window !== wanted.duplicate_window ||
+    (existing.num_replicas || 1) !== replicas
   ) {
     await jsm.streams.update(name, {
       subjects: wanted.subjects,
       discard: DiscardPolicy.New,
       duplicate_window: wanted.duplicate_window,
+      num_replicas: replicas,
     });
   }
 }
@@ -113,7 +124,8 @@ async function ensureSequencerConsumer(jsm: JetStreamManager, options: TopologyO
 
 /** Creates or updates SEQUENCE, TRADING and the durable pull consumer `sequencer`. */
 export async function ensureTopology(jsm: JetStreamManager, options: TopologyOptions): Promise<void> {
-  await ensureStream(jsm, INTAKE_STREAM, INTAKE_SUBJECT_PREFIX, options.duplicateWindowMs);
-  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, options.duplicateWindowMs);
+  const replicas = options.replicas ?? 1;
+  await ensureStream(jsm, INTAKE_STREAM, INTAKE_SUBJECT_PREFIX, options.duplicateWindowMs, replicas);
+  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, options.duplicateWindowMs, replicas);
   await ensureSequencerConsumer(jsm, options);
 }
