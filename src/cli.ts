@@ -4,6 +4,7 @@
  * sequencer migrate                            apply database migrations and exit
  * sequencer token --user <id> [--admin] [--ttl 24h]   print a signed JWT (only the token, on stdout)
  * sequencer replay --after <seq> [--follow]   the sequenced events from TRADING as NDJSON on stdout
+ * sequencer inspect [--json]                  streams, consumer, database head and a verdict on one screen
  */
 import { parseArgs } from "node:util";
 import { openDatabase } from "./adapters/db/client.ts";
@@ -19,7 +20,8 @@ const USAGE = `usage:
   sequencer serve [--role all|api|sequencer]
   sequencer migrate
   sequencer token --user <id> [--admin] [--ttl <duration, e.g. 24h>]
-  sequencer replay --after <sequenceId> [--follow] [--nats <url>]`;
+  sequencer replay --after <sequenceId> [--follow] [--nats <url>]
+  sequencer inspect [--json] [--nats <url>]`;
 
 class UsageError extends Error {}
 
@@ -122,6 +124,20 @@ async function replayCommand(args: string[]): Promise<void> {
   await replay({ natsUrl, after, follow: values.follow ?? false });
 }
 
+async function inspectCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { json: { type: "boolean", default: false }, nats: { type: "string" } },
+  });
+  const config = loadConfig();
+  const natsUrl = values.nats ?? config.natsUrl;
+  if (!natsUrl) throw new UsageError("inspect needs NATS_URL or --nats (the serve banner prints the URL)");
+  const { formatInspection, inspect } = await import("./inspect.ts");
+  const result = await inspect(natsUrl, config.databaseUrl);
+  process.stdout.write(`${values.json ? JSON.stringify(result) : formatInspection(result)}\n`);
+  if (result.verdict.state === "MISMATCH") process.exitCode = 3;
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -133,6 +149,8 @@ async function main(argv: string[]): Promise<void> {
       return token(rest);
     case "replay":
       return replayCommand(rest);
+    case "inspect":
+      return inspectCommand(rest);
     default:
       throw new UsageError(command ? `unknown command ${command}` : "missing command");
   }
