@@ -16,7 +16,8 @@ export type Config = {
   dataDir: string;
   /** Unset: generated once under DATA_DIR in embedded mode; required otherwise (see auth-secret.ts). */
   authSecret: string | undefined;
-  workerId: number;
+  /** Unset: lease a free snowflake worker id from NATS (see worker-lease.ts). */
+  workerId: number | undefined;
   duplicateWindowMs: number;
   /** Replicas of the SEQUENCE and TRADING streams (and the KV bucket): 1 on one server, 3 on a cluster. */
   streamReplicas: number;
@@ -108,7 +109,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
     dataDir: env.DATA_DIR || "./data",
     authSecret,
-    workerId: integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID),
+    workerId: env.WORKER_ID ? integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID) : undefined,
     duplicateWindowMs: duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000),
     streamReplicas: integer(env, "STREAM_REPLICAS", 1, 1, 5),
     idempotencyWindowMs: duration(env, "IDEMPOTENCY_WINDOW", "24h", 1_000, 30 * 24 * 3_600_000),

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 /**
  * Composition root: builds the adapters for the requested role, wires them into the use cases, starts them,
  * and stops them in reverse order. The only file that knows every concrete class.
@@ -22,6 +23,7 @@ import {
   TRADING_STREAM,
 } from "./adapters/nats/topology.ts";
 import { JetStreamTradingLog } from "./adapters/nats/trading-publisher.ts";
+import { WorkerLease } from "./adapters/nats/worker-lease.ts";
 import { TokenService } from "./app/auth.ts";
 import { backoffDelay, sleep } from "./app/backoff.ts";
 import { IntakeService } from "./app/intake.ts";
@@ -94,7 +96,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     : await startEmbeddedNats(config.dataDir);
   const natsUrl = config.natsUrl ?? embedded?.url ?? "";
   const nc = await connectNats(natsUrl, {
-    name: `sequencer-${role}-${config.workerId}`,
+    name: `sequencer-${role}-${process.pid}`,
     waitOnFirstConnect: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
@@ -166,6 +168,9 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     } catch (error) {
       checks.database = { ok: false, detail: error instanceof Error ? error.message : String(error) };
     }
+    if (workerLease) {
+      checks.workerId = { ok: workerLease.isHeld(), detail: `leased worker id ${workerLease.workerId}` };
+    }
     if (runSequencer) {
       checks.leader = {
         ok: leadership.leader,
@@ -179,13 +184,28 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     return checks;
   };
 
+  // Snowflake worker id: given (WORKER_ID), or leased so that concurrent API replicas can never share one.
+  const workerLease =
+    tokens && config.workerId === undefined
+      ? await withRetry(log, "worker id lease", () =>
+          WorkerLease.claim(
+            js,
+            { ttlMs: 15_000, replicas: config.streamReplicas, holder: `${hostname()}:${process.pid}` },
+            log.child({ component: "worker-lease" }),
+          ),
+        )
+      : undefined;
+  const workerId = config.workerId ?? workerLease?.workerId ?? 0;
+  const canMint = () => natsUp() && (workerLease?.isHeld() ?? true);
+  if (tokens) log.info("snowflake worker id", { workerId, leased: workerLease !== undefined });
+
   const httpLog = log.child({ component: "http" });
   // The API role serves everything; the sequencer-only role serves just /healthz and /readyz.
   const app = tokens
     ? createHttpApp({
         intake: new IntakeService(
-          new SnowflakeGenerator(config.workerId),
-          new JetStreamIntakePublisher(js, config.publishTimeoutMs, natsUp, (seconds) =>
+          new SnowflakeGenerator(workerId),
+          new JetStreamIntakePublisher(js, config.publishTimeoutMs, canMint, (seconds) =>
             metrics.publishSeconds.observe(seconds),
           ),
           await withRetry(log, "idempotency bucket", () =>
@@ -217,6 +237,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   const stop = () => {
     stopping ??= (async () => {
       await stopHttp(); // no new requests
+      await workerLease?.release();
       abort.abort(); // the sequencer finishes its step; an unacked batch is handed back for the next one
       await sequencerDone;
       await lease?.close().catch((error) => log.warn("writer lock close failed", { error }));

@@ -23,7 +23,7 @@ describe("loadConfig defaults", () => {
       databaseUrl: undefined,
       dataDir: "./data",
       authSecret: undefined,
-      workerId: 0,
+      workerId: undefined,
       duplicateWindowMs: 120_000,
       idempotencyWindowMs: 86_400_000,
       streamReplicas: 1,
