@@ -34,6 +34,7 @@ import { SnowflakeGenerator } from "./domain/ids.ts";
 import type { Logger } from "./logger.ts";
 import { resolveAuthSecret } from "./runtime/auth-secret.ts";
 import { type EmbeddedNats, startEmbeddedNats } from "./runtime/embedded-nats.ts";
+import { serveHttp } from "./runtime/http-server.ts";
 
 export type RunningService = {
   /** Base URL of the HTTP server (the API, or just /healthz and /readyz for the sequencer role). */
@@ -223,15 +224,13 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       })
     : createOpsApp(readiness, metrics, httpLog);
   // Bun's own cap sits well above the app's limit: the app answers 413 as JSON; Bun only cuts off abuse.
-  app.listen({
+  const server = serveHttp(app, {
     port: config.port,
     hostname: config.host,
     maxRequestBodySize: config.bodyLimitBytes * 4 + 65_536,
   });
-  const server = app.server;
-  if (!server) throw new Error("HTTP server did not start");
   const url = `http://${config.host}:${server.port}`;
-  const stopHttp = () => app.stop();
+  const stopHttp = () => server.stop();
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
