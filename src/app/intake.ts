@@ -21,7 +21,7 @@ import {
 } from "../domain/events.ts";
 import type { SnowflakeGenerator } from "../domain/ids.ts";
 import type { Principal } from "./auth.ts";
-import { ForbiddenError, InvalidInputError, UnavailableError } from "./errors.ts";
+import { ConflictError, ForbiddenError, InvalidInputError, UnavailableError } from "./errors.ts";
 import { type Answer, type IdempotencyStore, runIdempotent } from "./idempotency.ts";
 
 export type { Answer } from "./idempotency.ts";
@@ -122,27 +122,49 @@ export class IntakeService {
       await this.publish(event);
       return answer(event);
     }
-    return runIdempotent(this.idempotency, scopedKey.replace(":", "."), canonicalRequest(body, minted), {
-      build,
-      encode: encodeIntakeEvent,
-      decode: (text) => {
-        const decoded = decodeIntakeEvent(text);
-        if (!decoded.ok) throw new Error(`stored idempotency record is not a valid event: ${decoded.reason}`);
-        return decoded.event;
-      },
-      publish: (event) => this.publish(event),
-      answer,
-      logged: async () => {
-        const record = await this.log?.find({ idempotencyKey: scopedKey });
-        if (!record) return null;
-        // The stored payload is the sequenced event's JSON: its type fields rebuild the canonical request.
-        const stored = JSON.parse(record.payload) as EventBody & { referenceId: string; orderId?: string };
-        return {
-          request: canonicalRequest(stored, minted),
-          answer: answer({ ...stored, referenceId: BigInt(stored.referenceId) }),
-        };
-      },
-    });
+    try {
+      return await runIdempotent(
+        this.idempotency,
+        scopedKey.replace(":", "."),
+        canonicalRequest(body, minted),
+        {
+          build,
+          encode: encodeIntakeEvent,
+          decode: (text) => {
+            const decoded = decodeIntakeEvent(text);
+            if (!decoded.ok)
+              throw new Error(`stored idempotency record is not a valid event: ${decoded.reason}`);
+            return decoded.event;
+          },
+          publish: (event) => this.publish(event),
+          answer,
+          logged: async () => {
+            const record = await this.log?.find({ idempotencyKey: scopedKey });
+            if (!record) return null;
+            // The stored payload is the sequenced event's JSON: its type fields rebuild the canonical request.
+            const stored = JSON.parse(record.payload) as EventBody & {
+              referenceId: string;
+              orderId?: string;
+            };
+            return {
+              request: canonicalRequest(stored, minted),
+              answer: answer({ ...stored, referenceId: BigInt(stored.referenceId) }),
+            };
+          },
+        },
+      );
+    } catch (error) {
+      // A conflict is the client's to fix; anything else (the KV bucket or the database unreachable) means the
+      // request could not be recorded now, and retrying with the same key is safe.
+      if (error instanceof ConflictError || error instanceof UnavailableError) throw error;
+      throw new UnavailableError(
+        "the request could not be recorded now; retry with the same Idempotency-Key",
+        1,
+        {
+          cause: error,
+        },
+      );
+    }
   }
 
   private async publish(event: Intake): Promise<void> {

@@ -83,9 +83,9 @@ describe("writer lease", () => {
     const store = new DrizzleEventStore(holder.db, holder.fence);
     await expect(store.append([sequenced(head + 1n)], [])).rejects.toBeInstanceOf(LeadershipLostError);
     expect((await new DrizzleEventStore(database.db).head()).sequenceId).toBe(head);
-    // It can become the writer again once it re-acquires.
+    // It can become the writer again once it re-acquires (with a fresh handle, as each sequencer term takes).
     expect(await holder.acquire(AbortSignal.timeout(5_000))).toBe(true);
-    await store.append([sequenced(head + 1n)], []);
+    await new DrizzleEventStore(holder.db, holder.fence).append([sequenced(head + 1n)], []);
     await holder.release();
   });
 

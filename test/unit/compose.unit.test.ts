@@ -40,9 +40,8 @@ test("the API replicas have distinct worker ids and every app waits for a health
     const service = compose.services[name];
     expect(service?.environment?.NATS_URL).toBe("nats://nats:4222");
     expect(service?.environment?.DATABASE_URL).toStartWith("postgres://");
-    expect((service?.depends_on as Record<string, { condition: string }>).postgres?.condition).toBe(
-      "service_healthy",
-    );
+    const dependsOn = (service?.depends_on ?? {}) as Record<string, { condition: string }>;
+    expect(dependsOn.postgres?.condition).toBe("service_healthy");
   }
   expect(compose.services.postgres?.healthcheck).toBeDefined();
 });

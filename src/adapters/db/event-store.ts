@@ -2,12 +2,12 @@
  * The Postgres side of the sequencer: the head of the log, the duplicate filter, the one-transaction append,
  * and keyset reads for replay and catch-up. Written against Drizzle only, so it runs on postgres.js and PGlite.
  */
-import { asc, desc, eq, gt, sql } from "drizzle-orm";
+import { asc, desc, eq, gt, type SQL, sql } from "drizzle-orm";
 import { ownerOf, type SequencedEvent } from "../../domain/events.ts";
 import type { Head } from "../../domain/sequencing.ts";
 import { EMPTY_HEAD } from "../../domain/sequencing.ts";
 import type { Db } from "./client.ts";
-import { events, rejectedMessages } from "./schema.ts";
+import { events } from "./schema.ts";
 
 export type StoredEvent = { event: SequencedEvent; payload: string };
 export type RejectedMessage = { streamSeq: bigint; subject: string; reason: string; data: string };
@@ -68,7 +68,22 @@ function insertBatch(batch: readonly StoredEvent[]) {
     select s, s - 1, r, t, u, k, p, c::timestamptz, ${sequencedAt}::timestamptz
     from unnest(${sql.param(seq)}::bigint[], ${sql.param(ref)}::bigint[], ${sql.param(type)}::text[],
                 ${sql.param(user)}::bigint[], ${sql.param(key)}::text[], ${sql.param(payload)}::text[],
-                ${sql.param(created)}::text[]) as x(s, r, t, u, k, p, c)`;
+                ${sql.param(created)}::text[]) as x(s, r, t, u, k, p, c)
+    where (select held from fence)
+    returning 1`;
+}
+
+function insertRejected(rejected: readonly RejectedMessage[]) {
+  return sql`
+    insert into rejected_messages (stream_seq, subject, reason, data)
+    select q, s, r, d
+    from unnest(${sql.param(rejected.map((m) => m.streamSeq.toString()))}::bigint[],
+                ${sql.param(rejected.map((m) => m.subject))}::text[],
+                ${sql.param(rejected.map((m) => m.reason))}::text[],
+                ${sql.param(rejected.map((m) => m.data))}::text[]) as x(q, s, r, d)
+    where (select held from fence)
+    on conflict (stream_seq) do nothing
+    returning 1`;
 }
 
 /** postgres.js returns the rows array; PGlite returns { rows }. */
@@ -76,8 +91,11 @@ function rowsOf<T>(result: unknown): T[] {
   return (Array.isArray(result) ? result : ((result as { rows?: unknown[] }).rows ?? [])) as T[];
 }
 
-/** Runs first inside every append transaction; throws to refuse the write (see writer-lease.ts). */
-export type WriteFence = (tx: Pick<Db, "execute">) => Promise<void>;
+/**
+ * A condition the write itself checks (see writer-lease.ts): `holds` is a SQL boolean evaluated inside the same
+ * statement as the inserts, and when it is false nothing is written and `refused()` gives the error to throw.
+ */
+export type WriteFence = { holds: SQL; refused(): Error };
 
 export class DrizzleEventStore implements EventStore {
   constructor(
@@ -122,18 +140,19 @@ export class DrizzleEventStore implements EventStore {
     };
   }
 
+  /**
+   * The whole append is ONE statement: the fence check, the events and the rejected messages, as data-modifying
+   * CTEs. A single statement is atomic without an explicit transaction, so a connection lost mid-write can
+   * neither half-apply it nor leave a client-side transaction to roll back on a dead socket.
+   */
   async append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void> {
     if (batch.length === 0 && rejected.length === 0) return;
-    await this.db.transaction(async (tx) => {
-      await this.fence?.(tx);
-      if (batch.length > 0) await tx.execute(insertBatch(batch));
-      if (rejected.length > 0) {
-        await tx
-          .insert(rejectedMessages)
-          .values([...rejected])
-          .onConflictDoNothing();
-      }
-    });
+    const parts = [sql`with fence as (select (${this.fence?.holds ?? sql`true`}) as held)`];
+    if (batch.length > 0) parts.push(sql`, new_events as (${insertBatch(batch)})`);
+    if (rejected.length > 0) parts.push(sql`, new_rejected as (${insertRejected(rejected)})`);
+    parts.push(sql` select (select held from fence) as held`);
+    const [row] = rowsOf<{ held: boolean }>(await this.db.execute(sql.join(parts)));
+    if (row?.held !== true) throw this.fence?.refused() ?? new Error("append refused");
   }
 
   async readAfter(after: bigint, limit: number): Promise<EventRecord[]> {

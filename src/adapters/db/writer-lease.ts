@@ -2,7 +2,7 @@
  * Single writer: only the process holding a Postgres advisory lock may sequence.
  *
  * The lock lives on a dedicated one-connection client, and every write of the sequencer goes through that same
- * connection. Each append transaction first checks, in pg_locks, that its own session holds the lock (the fence):
+ * connection. Each append statement checks, in pg_locks, that its own session holds the lock (the fence):
  * if the connection was lost, the lock went with it, and a reconnected session fails the check — no write can
  * happen without the lock, whatever the timing. A heartbeat notices a lost lock within a second or so, so a
  * leader that lost it stops at once; a standby polls and takes over as soon as the lock is free.
@@ -40,11 +40,13 @@ export interface WriterLease {
   close(): Promise<void>;
 }
 
-const HOLDS_LOCK = sql`select exists(
+/** True when this session holds the writer lock: the fence every write statement carries. */
+const LOCK_HELD = sql`exists(
   select 1 from pg_locks
   where locktype = 'advisory' and classid = ${LOCK_CLASS} and objid = ${LOCK_OBJECT} and objsubid = 2
     and pid = pg_backend_pid() and granted
-) as held`;
+)`;
+const HOLDS_LOCK = sql`select ${LOCK_HELD} as held`;
 
 function firstRow(result: unknown): Record<string, unknown> | undefined {
   const rows = Array.isArray(result) ? result : (result as { rows?: unknown[] }).rows;
@@ -52,20 +54,26 @@ function firstRow(result: unknown): Record<string, unknown> | undefined {
 }
 
 export class PostgresWriterLease implements WriterLease {
-  private readonly client: postgres.Sql;
-  readonly db: Db;
+  private client!: postgres.Sql;
+  private current!: Db;
+  /** Set when the session failed: the next acquire starts a new client (postgres.js keeps growing its backoff). */
+  private stale = false;
   private held = false;
   private lostController = new AbortController();
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private checking = false;
 
   constructor(
-    url: string,
+    private readonly url: string,
     private readonly log: Logger,
     private readonly options = { pollMs: 500, heartbeatMs: 1_000 },
   ) {
-    // One connection, never recycled by the pool: the lock is tied to this session's life.
-    this.client = postgres(url, {
+    this.connect();
+  }
+
+  /** One connection, never recycled by the pool: the lock is tied to this session's life. */
+  private connect(): void {
+    this.client = postgres(this.url, {
       max: 1,
       idle_timeout: 0,
       max_lifetime: 0,
@@ -73,14 +81,20 @@ export class PostgresWriterLease implements WriterLease {
       onnotice: () => {},
       connection: { application_name: "sequencer-writer" },
     });
-    this.db = drizzle({ client: this.client, schema }) as unknown as Db;
+    this.current = drizzle({ client: this.client, schema }) as unknown as Db;
   }
 
-  readonly fence: WriteFence = async (tx) => {
-    if (firstRow(await tx.execute(HOLDS_LOCK))?.held !== true) {
-      this.markLost("the write transaction's session does not hold the writer lock");
-      throw new LeadershipLostError("this process no longer holds the writer lock; refusing to write");
-    }
+  /** The handle for this term's writes; a new one after the lease was lost and taken again. */
+  get db(): Db {
+    return this.current;
+  }
+
+  readonly fence: WriteFence = {
+    holds: LOCK_HELD,
+    refused: () => {
+      this.markLost("the write statement's session does not hold the writer lock");
+      return new LeadershipLostError("this process no longer holds the writer lock; refusing to write");
+    },
   };
 
   get lost(): AbortSignal {
@@ -94,6 +108,12 @@ export class PostgresWriterLease implements WriterLease {
   async acquire(signal: AbortSignal): Promise<boolean> {
     let announced = false;
     for (let attempt = 0; !signal.aborted; attempt++) {
+      if (this.stale) {
+        const old = this.client;
+        this.connect();
+        this.stale = false;
+        old.end({ timeout: 0 }).catch(() => {});
+      }
       try {
         const row = firstRow(
           await this.db.execute(sql`select pg_try_advisory_lock(${LOCK_CLASS}, ${LOCK_OBJECT}) as locked`),
@@ -108,6 +128,7 @@ export class PostgresWriterLease implements WriterLease {
         announced = true;
         await sleep(this.options.pollMs, signal);
       } catch (error) {
+        this.stale = true;
         this.log.warn("writer lock: database unavailable; retrying", { error });
         await sleep(Math.min(5_000, 250 * 2 ** Math.min(attempt, 5)), signal);
       }
@@ -131,6 +152,7 @@ export class PostgresWriterLease implements WriterLease {
   private markLost(reason: string): void {
     if (!this.held) return;
     this.held = false;
+    this.stale = true;
     clearInterval(this.heartbeat);
     this.log.error("lost the writer lock; stopping writes", { reason });
     this.lostController.abort(new LeadershipLostError(reason));
