@@ -65,9 +65,32 @@ export class WorkerLease {
   }
 
   private async refresh(): Promise<void> {
+    const key = String(this.workerId);
     try {
-      this.revision = await this.kv.update(String(this.workerId), this.holder, this.revision);
+      this.revision = await this.kv.update(key, this.holder, this.revision);
       this.lastRefresh = Date.now();
+      return;
+    } catch (error) {
+      this.log.warn("worker id lease refresh failed; checking the lease", { workerId: this.workerId, error });
+    }
+    // The update can fail with the lease still ours (a timed-out update that was stored after all) or gone (it
+    // expired while NATS was unreachable). Read it: adopt our own entry, take the id back if it is free, and
+    // stay without a lease (no minting, /readyz false) only if another process now holds it.
+    try {
+      const entry = await this.kv.get(key);
+      if (entry && entry.operation === "PUT" && entry.string() === this.holder) {
+        this.revision = await this.kv.update(key, this.holder, entry.revision);
+      } else if (!entry || entry.operation !== "PUT") {
+        this.revision = await this.kv.create(key, this.holder);
+      } else {
+        this.log.error("worker id now leased by another process; minting stays stopped", {
+          workerId: this.workerId,
+          holder: entry.string(),
+        });
+        return;
+      }
+      this.lastRefresh = Date.now();
+      this.log.info("worker id lease recovered", { workerId: this.workerId });
     } catch (error) {
       this.log.error("worker id lease refresh failed; minting stops until it succeeds", {
         workerId: this.workerId,
