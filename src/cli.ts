@@ -5,6 +5,7 @@
  * sequencer token --user <id> [--admin] [--ttl 24h]   print a signed JWT (only the token, on stdout)
  * sequencer replay --after <seq> [--follow]   the sequenced events from TRADING as NDJSON on stdout
  * sequencer inspect [--json]                  streams, consumer, database head and a verdict on one screen
+ * sequencer bench [--quick] [--json <path>]   measure against baselines in one run (docs/performance.md)
  */
 import { parseArgs } from "node:util";
 import { openDatabase } from "./adapters/db/client.ts";
@@ -21,7 +22,8 @@ const USAGE = `usage:
   sequencer migrate
   sequencer token --user <id> [--admin] [--ttl <duration, e.g. 24h>]
   sequencer replay --after <sequenceId> [--follow] [--nats <url>]
-  sequencer inspect [--json] [--nats <url>]`;
+  sequencer inspect [--json] [--nats <url>]
+  sequencer bench [--quick] [--json <path>]  (all options: docs/performance.md)`;
 
 class UsageError extends Error {}
 
@@ -149,6 +151,8 @@ async function main(argv: string[]): Promise<void> {
       return token(rest);
     case "replay":
       return replayCommand(rest);
+    case "bench":
+      return (await import("./bench/index.ts")).runBench(rest);
     case "inspect":
       return inspectCommand(rest);
     default:

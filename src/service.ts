@@ -99,6 +99,8 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   const nc = await connectNats(natsUrl, {
     name: `sequencer-${role}-${process.pid}`,
     waitOnFirstConnect: true,
+    // No Error object per request for async stack traces: ~6 % of the API's CPU, and p99 halved (docs/performance.md).
+    noAsyncTraces: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
   });

@@ -3,7 +3,7 @@
  * through small observer interfaces (SequencerObserver, PublishObserver) and never import prom-client; gauges
  * that need a broker or database round trip (intake lag, heads) are read only when scraped.
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { SequencerObserver } from "../app/sequencer.ts";
 
 export type ScrapeProbes = {
@@ -69,7 +69,24 @@ export class Metrics implements SequencerObserver {
   });
 
   constructor(probes: ScrapeProbes = {}) {
-    collectDefaultMetrics({ register: this.registry });
+    // Not collectDefaultMetrics(): under Bun its heap-space gauges walk the heap and stall the event loop for
+    // 30-250 ms per scrape (docs/performance.md). These two come from process.memoryUsage() and cost nothing.
+    new Gauge({
+      name: "process_resident_memory_bytes",
+      help: "Resident memory of this process",
+      registers: [this.registry],
+      collect() {
+        this.set(process.memoryUsage().rss);
+      },
+    });
+    new Gauge({
+      name: "process_heap_used_bytes",
+      help: "JavaScript heap in use",
+      registers: [this.registry],
+      collect() {
+        this.set(process.memoryUsage().heapUsed);
+      },
+    });
     const { intakeLag, tradingHead, databaseHead, isLeader } = probes;
     if (intakeLag) {
       new Gauge({

@@ -31,7 +31,7 @@ describe("loadConfig defaults", () => {
       batchSize: 1000,
       fetchWaitMs: 1_000,
       ackWaitMs: 30_000,
-      maxAckPending: 20_000,
+      maxAckPending: 4_000,
       bodyLimitBytes: 16_384,
       logLevel: "info",
       failpoint: undefined,

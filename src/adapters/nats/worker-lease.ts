@@ -80,7 +80,7 @@ export class WorkerLease {
       const entry = await this.kv.get(key);
       if (entry && entry.operation === "PUT" && entry.string() === this.holder) {
         this.revision = await this.kv.update(key, this.holder, entry.revision);
-      } else if (!entry || entry.operation !== "PUT") {
+      } else if (entry?.operation !== "PUT") {
         this.revision = await this.kv.create(key, this.holder);
       } else {
         this.log.error("worker id now leased by another process; minting stays stopped", {

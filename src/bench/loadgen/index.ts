@@ -1,0 +1,153 @@
+/**
+ * Load generation for the HTTP phases: wrk when it is on PATH (a C load generator, the lightest on CPU), else the
+ * built-in Bun generator in a child process. The fixed-rate end-to-end phase always uses the built-in one (wrk has
+ * no fixed-rate mode, and the phase needs each answer's referenceId).
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { LoadResult, LoadSpec } from "./bun-loadgen.ts";
+
+export type { LoadResult } from "./bun-loadgen.ts";
+
+export type GeneratorKind = "wrk" | "bun";
+export type Generator = { kind: GeneratorKind; description: string };
+export type Target = { url: string; headers: Record<string, string>; body: string };
+
+const BUN_LOADGEN = join(import.meta.dir, "bun-loadgen.ts");
+
+function wrkVersion(): string | null {
+  const r = spawnSync("wrk", ["--version"], { encoding: "utf8" });
+  if (r.error) return null;
+  const line = `${r.stdout}${r.stderr}`.split("\n")[0] ?? "";
+  return /^wrk /.test(line) ? line.replace(/ Copyright.*$/, "").trim() : null;
+}
+
+/** wrk if installed (unless `requested` says otherwise); throws if wrk is requested and missing. */
+export function pickGenerator(requested: GeneratorKind | undefined): Generator {
+  const version = requested === "bun" ? null : wrkVersion();
+  if (requested === "wrk" && !version) throw new Error("--generator wrk: wrk is not on PATH");
+  return version
+    ? { kind: "wrk", description: `${version}, 2 threads` }
+    : {
+        kind: "bun",
+        description: `built-in Bun generator (bun ${Bun.version}, own process, fetch keep-alive)${
+          requested === "bun" ? "" : "; wrk not on PATH"
+        }`,
+      };
+}
+
+/** Closed-loop load (fixed concurrency): warm-up first (not counted), then the measured window. */
+export async function runClosedLoad(
+  generator: Generator,
+  target: Target,
+  options: { concurrency: number; warmupMs: number; durationMs: number },
+): Promise<LoadResult> {
+  if (generator.kind === "wrk") {
+    const warm =
+      options.warmupMs > 0 ? await runWrk(target, options.concurrency, options.warmupMs) : undefined;
+    const result = await runWrk(target, options.concurrency, options.durationMs);
+    return { ...result, generatorCpuS: (result.generatorCpuS ?? 0) + (warm?.generatorCpuS ?? 0) };
+  }
+  return runBunLoadgen({ ...target, mode: "closed", ...options });
+}
+
+/** Open-loop load at a fixed rate, always with the built-in generator; returns each 2xx's referenceId. */
+export function runOpenLoad(
+  target: Target,
+  options: { rate: number; maxInFlight: number; warmupMs: number; durationMs: number },
+): Promise<LoadResult> {
+  return runBunLoadgen({
+    ...target,
+    mode: "open",
+    rate: options.rate,
+    concurrency: options.maxInFlight,
+    warmupMs: options.warmupMs,
+    durationMs: options.durationMs,
+  });
+}
+
+async function runBunLoadgen(spec: Omit<LoadSpec, "out">): Promise<LoadResult> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-loadgen-"));
+  try {
+    const out = join(dir, "result.json");
+    const specPath = join(dir, "spec.json");
+    writeFileSync(specPath, JSON.stringify({ ...spec, out }));
+    const proc = Bun.spawn([process.execPath, BUN_LOADGEN, specPath], {
+      stdout: "inherit",
+      stderr: "inherit",
+    });
+    const code = await proc.exited;
+    if (code !== 0) throw new Error(`built-in load generator exited with ${code}`);
+    const result = JSON.parse(readFileSync(out, "utf8")) as LoadResult;
+    return { ...result, generatorCpuS: cpuSecondsOf(proc) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function cpuSecondsOf(proc: { resourceUsage(): { cpuTime: { total: bigint } } | undefined }): number {
+  return Number(proc.resourceUsage()?.cpuTime.total ?? 0n) / 1e6;
+}
+
+function luaString(value: string): string {
+  return JSON.stringify(value); // a JSON string literal is a valid Lua string literal for these ASCII values
+}
+
+/** Lua for wrk: POST with the headers and body, and a machine-readable summary line at the end. */
+function wrkScript(target: Target): string {
+  const headers = Object.entries(target.headers)
+    .map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`)
+    .join("\n");
+  return `wrk.method = "POST"
+wrk.body = ${luaString(target.body)}
+${headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT %d %d %d %d %d %d %d %d %d %d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+`;
+}
+
+async function runWrk(target: Target, concurrency: number, durationMs: number): Promise<LoadResult> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-wrk-"));
+  try {
+    const script = join(dir, "post.lua");
+    writeFileSync(script, wrkScript(target));
+    const seconds = Math.max(1, Math.round(durationMs / 1000));
+    const proc = Bun.spawn(
+      ["wrk", "-t2", `-c${concurrency}`, `-d${seconds}s`, "--timeout", "10s", "-s", script, target.url],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const [out, err, code] = await Promise.all([
+      new Response(proc.stdout).text(),
+      new Response(proc.stderr).text(),
+      proc.exited,
+    ]);
+    const line = out.split("\n").find((l) => l.startsWith("WRK_RESULT "));
+    if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${out}\n${err}`);
+    const [requests, durationUs, p50, p99, max, status, connect, read, write, timeout] = line
+      .slice("WRK_RESULT ".length)
+      .trim()
+      .split(/\s+/)
+      .map(Number) as number[];
+    const durationS = (durationUs ?? 0) / 1e6;
+    return {
+      requests: requests ?? 0,
+      durationS,
+      rps: (requests ?? 0) / durationS,
+      p50Ms: (p50 ?? 0) / 1000,
+      p99Ms: (p99 ?? 0) / 1000,
+      maxMs: (max ?? 0) / 1000,
+      non2xx: status ?? 0,
+      errors: (connect ?? 0) + (read ?? 0) + (write ?? 0) + (timeout ?? 0),
+      generatorCpuS: cpuSecondsOf(proc),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

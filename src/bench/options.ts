@@ -1,0 +1,118 @@
+/** Command-line options of `sequencer bench`, with the issue's defaults and the `--quick` (CI) sizes. */
+import { parseArgs } from "node:util";
+import type { GeneratorKind } from "./loadgen/index.ts";
+
+export const PHASES = ["ingest", "raw", "drain", "e2e"] as const;
+export type Phase = (typeof PHASES)[number];
+
+export type BenchOptions = {
+  quick: boolean;
+  /** Where to write the JSON; default bench/results/<timestamp>.json. */
+  jsonPath: string | undefined;
+  generator: GeneratorKind | undefined;
+  concurrency: number;
+  warmupMs: number;
+  durationMs: number;
+  rawMessages: number;
+  rawInFlight: number;
+  drainEvents: number;
+  e2eRate: number;
+  e2eWarmupMs: number;
+  e2eDurationMs: number;
+  /** Repeat every measurement this many times (interleaved) and report medians. */
+  runs: number;
+  /** Profile the sequencer (bun --cpu-prof) during one extra drain. */
+  profile: boolean;
+  phases: Set<Phase>;
+  /** Allow deleting SEQUENCE/TRADING on a NATS_URL server that holds messages. */
+  force: boolean;
+  /** Start the local PostgreSQL with the tests' settings (fsync, synchronous_commit, full_page_writes off). */
+  pgFast: boolean;
+  /** Before each measurement, wait (up to 2 min) for a second with the machine below this % busy; 0 = don't. */
+  quietBelowPct: number;
+  /** Extra environment for the service children (experiments: SEQUENCER_BATCH_SIZE=5000, …). */
+  serviceEnv: Record<string, string>;
+  /** Extra bun flags for the service children (experiments: --smol). */
+  serviceBunFlags: string[];
+};
+
+export const BENCH_USAGE = `usage: sequencer bench [--quick] [--json <path>] [--runs <n>] [--generator wrk|bun]
+                       [--concurrency <n>] [--duration <s>] [--warmup <s>] [--drain-events <n>]
+                       [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
+                       [--only ingest,raw,drain,e2e] [--profile] [--pg-fast] [--quiet-below <% busy>]
+                       [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]`;
+
+export class BenchUsageError extends Error {}
+
+function positive(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new BenchUsageError(`${name} must be a positive number`);
+  return value;
+}
+
+export function parseBenchOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      json: { type: "string" },
+      generator: { type: "string" },
+      concurrency: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      "raw-messages": { type: "string" },
+      "drain-events": { type: "string" },
+      "e2e-rate": { type: "string" },
+      "e2e-duration": { type: "string" },
+      runs: { type: "string" },
+      only: { type: "string" },
+      profile: { type: "boolean", default: false },
+      force: { type: "boolean", default: false },
+      "pg-fast": { type: "boolean", default: false },
+      "quiet-below": { type: "string" },
+      "service-env": { type: "string", multiple: true },
+      "service-bun-flag": { type: "string", multiple: true },
+    },
+  });
+  const quick = values.quick ?? false;
+  if (values.generator !== undefined && values.generator !== "wrk" && values.generator !== "bun") {
+    throw new BenchUsageError("--generator must be wrk or bun");
+  }
+  const phases = new Set<Phase>();
+  for (const name of (values.only ?? PHASES.join(",")).split(",")) {
+    if (!PHASES.includes(name as Phase)) throw new BenchUsageError(`--only: unknown phase ${name}`);
+    phases.add(name as Phase);
+  }
+  const serviceEnv: Record<string, string> = {};
+  for (const pair of values["service-env"] ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) throw new BenchUsageError("--service-env takes KEY=VALUE");
+    serviceEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const seconds = (name: string, raw: string | undefined, fallback: number) =>
+    Math.round(positive(name, raw, fallback) * 1000);
+  return {
+    quick,
+    jsonPath: values.json,
+    generator: values.generator as GeneratorKind | undefined,
+    concurrency: Math.round(positive("--concurrency", values.concurrency, 64)),
+    warmupMs: seconds("--warmup", values.warmup, quick ? 1 : 3),
+    durationMs: seconds("--duration", values.duration, quick ? 1 : 10),
+    rawMessages: Math.round(positive("--raw-messages", values["raw-messages"], quick ? 10_000 : 200_000)),
+    rawInFlight: 2_000,
+    drainEvents: Math.round(positive("--drain-events", values["drain-events"], quick ? 5_000 : 200_000)),
+    e2eRate: positive("--e2e-rate", values["e2e-rate"], quick ? 500 : 5_000),
+    e2eWarmupMs: quick ? 500 : 3_000,
+    e2eDurationMs: seconds("--e2e-duration", values["e2e-duration"], quick ? 2 : 20),
+    runs: Math.round(positive("--runs", values.runs, 1)),
+    profile: values.profile ?? false,
+    phases,
+    force: values.force ?? false,
+    pgFast: values["pg-fast"] ?? false,
+    serviceEnv,
+    serviceBunFlags: values["service-bun-flag"] ?? [],
+    quietBelowPct:
+      values["quiet-below"] === "0" ? 0 : positive("--quiet-below", values["quiet-below"], quick ? 0 : 30),
+  };
+}

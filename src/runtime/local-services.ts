@@ -1,0 +1,490 @@
+/**
+ * Real backing services on loopback, for the tests and the benchmark (`sequencer bench`): a throwaway
+ * nats-server (JetStream on) and a throwaway PostgreSQL cluster, each on a free loopback port with its
+ * state in a fresh temp dir, torn down when this process exits (even when it is killed).
+ *
+ * Why real services instead of mocks/PGlite: the sequencer's guarantees (exactly-once, gap-free
+ * sequences) depend on JetStream dedup/ack semantics and on Postgres transaction/locking
+ * behaviour, which only the real servers reproduce faithfully. test/support/services.ts re-exports
+ * this module so tests and the benchmark share one implementation.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import {
+  appendFileSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { createServer, connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres from "postgres";
+
+const READY_TIMEOUT_MS = 10_000;
+const STOP_GRACE_MS = 5_000;
+
+// ---------------------------------------------------------------------------------------------
+// Generic helpers
+// ---------------------------------------------------------------------------------------------
+
+/** Asks the kernel for an unused port. Racy in theory (someone may grab it before we reuse it),
+ * but on loopback in a test run that is good enough and avoids hard-coded ports colliding. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      if (addr === null || typeof addr === "string") {
+        srv.close();
+        reject(new Error("freePort: listener has no TCP address"));
+        return;
+      }
+      const { port } = addr;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function tryConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = tcpConnect({ host: "127.0.0.1", port });
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(1_000, () => done(false));
+    sock.once("connect", () => done(true));
+    sock.once("error", () => done(false));
+  });
+}
+
+/** Last few KB of a log file, so a failed start explains itself in the test output. */
+function logTail(path: string, bytes = 4_000): string {
+  try {
+    const text = readFileSync(path, "utf8");
+    return text.slice(-bytes);
+  } catch {
+    return "(no log)";
+  }
+}
+
+function isRunning(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+function waitForExit(child: ChildProcess): Promise<void> {
+  if (!isRunning(child)) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+function which(bin: string): string | null {
+  const r = spawnSync("sh", ["-c", `command -v ${bin}`], { encoding: "utf8" });
+  const path = r.stdout.trim();
+  return r.status === 0 && path !== "" ? path : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: nothing we start may outlive the test process.
+// ---------------------------------------------------------------------------------------------
+
+/** nats-server children still alive, killed synchronously at exit. */
+const liveChildren = new Set<ChildProcess>();
+/** Temp dirs to delete at exit (nats stores; the pg dir is handled by the pg cleanup). */
+const liveDirs = new Set<string>();
+/** Synchronous Postgres shutdown, set while a cluster is running. */
+let pgExitCleanup: (() => void) | null = null;
+
+let hooksInstalled = false;
+function installExitHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on("exit", () => {
+    for (const child of liveChildren) {
+      if (isRunning(child)) child.kill("SIGKILL");
+    }
+    liveChildren.clear();
+    pgExitCleanup?.();
+    pgExitCleanup = null;
+    for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+    liveDirs.clear();
+  });
+}
+
+/**
+ * The "exit" hook above is not enough on its own: `bun test` (1.4.5) exits without emitting
+ * "exit"/"beforeExit", and no hook runs on SIGKILL or when CI's `timeout` fires. Children are not
+ * killed with their parent, and pg_ctl daemonises postgres anyway. So each service also gets a tiny
+ * detached shell that polls this process and runs `cleanup` once it is gone. The shell exits on
+ * its own when `stillNeeded` turns false (the service was stopped normally).
+ *
+ * Liveness is read from /proc/<pid>/stat rather than `kill -0`, because a zombie passes `kill -0`
+ * and some sandboxes have an init that never reaps.
+ */
+function spawnWatchdog(stillNeeded: string, cleanup: string, env: Record<string, string>): void {
+  const script = [
+    `alive() { s=$(sed -n 's/.*) \\(.\\).*/\\1/p' "/proc/$PARENT_PID/stat" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }`,
+    `while alive && ${stillNeeded}; do sleep 0.5; done`,
+    `if ! alive; then ${cleanup}; fi`,
+  ].join("\n");
+  const proc = spawn("sh", ["-c", script], {
+    detached: true, // own session: survives signals aimed at our process group
+    stdio: "ignore",
+    env: { ...process.env, PARENT_PID: String(process.pid), ...env },
+  });
+  proc.unref();
+}
+
+/**
+ * Makes sure a child process does not outlive this one: if this process dies (even by SIGKILL) while
+ * the child still runs, a detached watchdog SIGKILLs it. For children that cannot watch their parent
+ * themselves (the service CLI, baseline servers).
+ */
+export function killWithParent(childPid: number): void {
+  installExitHooks();
+  spawnWatchdog('kill -0 "$CHILD_PID" 2>/dev/null', 'kill -9 "$CHILD_PID" 2>/dev/null', {
+    CHILD_PID: String(childPid),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS
+// ---------------------------------------------------------------------------------------------
+
+export interface NatsServerHandle {
+  /** nats://127.0.0.1:PORT */
+  url: string;
+  port: number;
+  /** Set only when started with `{ websocket: true }`: ws://127.0.0.1:WSPORT */
+  wsUrl?: string;
+  wsPort?: number;
+  /** JetStream store dir (inside the handle's temp dir). */
+  storeDir: string;
+  /** SIGTERM (SIGKILL after 5 s) and delete the temp dir. Idempotent. */
+  stop(): Promise<void>;
+  /** Stop and start again on the same port and store, e.g. to test reconnect/durability. */
+  restart(): Promise<void>;
+}
+
+export async function startNats(opts: { websocket?: boolean } = {}): Promise<NatsServerHandle> {
+  const bin = which("nats-server");
+  if (bin === null) {
+    throw new Error("nats-server is not on PATH (Debian: apt-get install nats-server)");
+  }
+  installExitHooks();
+
+  const dir = await mkdtemp(join(tmpdir(), "nats-test-"));
+  liveDirs.add(dir);
+  const storeDir = join(dir, "jetstream");
+  const logPath = join(dir, "nats-server.log");
+  const port = await freePort();
+  const args = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir];
+
+  let wsPort: number | undefined;
+  if (opts.websocket) {
+    // WebSocket listeners can only be configured from a config file; CLI flags still apply on top.
+    wsPort = await freePort();
+    const conf = join(dir, "nats.conf");
+    writeFileSync(conf, `websocket {\n  listen: "127.0.0.1:${wsPort}"\n  no_tls: true\n}\n`);
+    args.push("-c", conf);
+  }
+
+  let child: ChildProcess | null = null;
+  let stopped = false;
+
+  const launch = async () => {
+    // Append so a restart keeps the earlier run's log for debugging.
+    const fd = openSync(logPath, "a");
+    const proc = spawn(bin, args, { stdio: ["ignore", fd, fd] });
+    closeSync(fd);
+    liveChildren.add(proc);
+    proc.once("exit", () => liveChildren.delete(proc));
+    child = proc;
+    spawnWatchdog('kill -0 "$NATS_PID" 2>/dev/null', 'kill -9 "$NATS_PID" 2>/dev/null; rm -rf "$NATS_DIR"', {
+      NATS_PID: String(proc.pid),
+      NATS_DIR: dir,
+    });
+
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (!isRunning(proc)) {
+        throw new Error(`nats-server exited during startup (code ${proc.exitCode}):\n${logTail(logPath)}`);
+      }
+      if ((await tryConnect(port)) && (wsPort === undefined || (await tryConnect(wsPort)))) return;
+      if (Date.now() > deadline) {
+        await halt();
+        throw new Error(`nats-server not accepting connections on ${port} after 10s:\n${logTail(logPath)}`);
+      }
+      await sleep(25);
+    }
+  };
+
+  const halt = async () => {
+    const proc = child;
+    child = null;
+    if (proc === null || !isRunning(proc)) return;
+    const exited = waitForExit(proc);
+    proc.kill("SIGTERM");
+    const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_GRACE_MS);
+    await exited;
+    clearTimeout(timer);
+  };
+
+  try {
+    await launch();
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
+    throw err;
+  }
+
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    ...(wsPort === undefined ? {} : { wsPort, wsUrl: `ws://127.0.0.1:${wsPort}` }),
+    storeDir,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await halt();
+      rmSync(dir, { recursive: true, force: true });
+      liveDirs.delete(dir);
+    },
+    async restart() {
+      if (stopped) throw new Error("nats-server handle already stopped");
+      await halt();
+      await launch();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+export interface PostgresHandle {
+  host: "127.0.0.1";
+  port: number;
+  /** postgres://postgres@127.0.0.1:PORT/postgres (trust auth, superuser) */
+  adminUrl: string;
+  /** CREATE DATABASE with a unique name; returns its URL. One per test file/suite keeps tests isolated. */
+  createDatabase(): Promise<string>;
+  /** Stop the cluster and delete its data. The next getPostgres() starts a fresh cluster. */
+  stop(): Promise<void>;
+  /** Fast restart on the same port and data dir (e.g. to test reconnects). */
+  restart(): Promise<void>;
+}
+
+/** PG_BIN, else the highest-versioned /usr/lib/postgresql/<ver>/bin that has a postgres binary. */
+function findPgBin(): string {
+  const env = process.env.PG_BIN;
+  if (env) return env;
+  const root = "/usr/lib/postgresql";
+  const versions = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => existsSync(join(root, v, "bin", "postgres")))
+        .sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a))
+    : [];
+  const best = versions[0];
+  if (best === undefined) {
+    throw new Error(`no PostgreSQL found under ${root}/*/bin (apt-get install postgresql, or set PG_BIN)`);
+  }
+  return join(root, best, "bin");
+}
+
+interface RunResult {
+  status: number | null;
+  output: string;
+}
+
+/** PostgreSQL refuses to run as root, so as root we drop to the `postgres` OS user. */
+const asRoot = process.getuid?.() === 0;
+function pgCommand(bin: string, args: string[]): [string, string[]] {
+  return asRoot ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
+}
+
+function runPg(cwd: string, bin: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+  const [cmd, argv] = pgCommand(bin, args);
+  return new Promise((resolve, reject) => {
+    // cwd = temp dir: the postgres user may not be able to read the repo checkout dir.
+    const proc = spawn(cmd, argv, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    proc.stdout?.on("data", (b: Buffer) => {
+      output += b.toString();
+    });
+    proc.stderr?.on("data", (b: Buffer) => {
+      output += b.toString();
+    });
+    const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+    proc.once("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    proc.once("close", (status) => {
+      clearTimeout(timer);
+      resolve({ status, output });
+    });
+  });
+}
+
+async function runPgOk(cwd: string, bin: string, args: string[], logPath?: string): Promise<void> {
+  const r = await runPg(cwd, bin, args);
+  if (r.status !== 0) {
+    const tail = logPath === undefined ? "" : `\n--- server log ---\n${logTail(logPath)}`;
+    throw new Error(`${bin} ${args.join(" ")} failed (${r.status}):\n${r.output}${tail}`);
+  }
+}
+
+function postgresUserIds(): { uid: number; gid: number } {
+  const uid = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+  const gid = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
+  if (uid.status !== 0 || gid.status !== 0) {
+    throw new Error("running as root but there is no `postgres` OS user to run PostgreSQL as");
+  }
+  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+async function startPostgres(options: { durable?: boolean } = {}): Promise<PostgresHandle> {
+  const binDir = findPgBin();
+  const pgCtl = join(binDir, "pg_ctl");
+  installExitHooks();
+
+  const dir = await mkdtemp(join(tmpdir(), "pg-test-"));
+  const dataDir = join(dir, "data");
+  const logPath = join(dir, "postgres.log");
+  const port = await freePort();
+  let running = false;
+
+  // Registered before anything can fail so a half-started cluster is still torn down at exit.
+  pgExitCleanup = () => {
+    if (running) {
+      const [cmd, argv] = pgCommand(pgCtl, ["-D", dataDir, "-m", "immediate", "-w", "-t", "10", "stop"]);
+      spawnSync(cmd, argv, { cwd: dir, stdio: "ignore", timeout: 15_000 });
+      running = false;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  try {
+    if (asRoot) {
+      const { uid, gid } = postgresUserIds();
+      chownSync(dir, uid, gid);
+    }
+    await runPgOk(dir, join(binDir, "initdb"), [
+      "-D",
+      dataDir,
+      "-U",
+      "postgres",
+      "--auth=trust",
+      "-E",
+      "UTF8",
+      "--no-sync",
+    ]);
+    // Durability off for tests: these clusters are disposable and speed matters more than crash safety.
+    // The benchmark asks for PostgreSQL's durable defaults, so that no design is measured on a database
+    // that would lose commits.
+    const durability = options.durable
+      ? []
+      : ["fsync = off", "synchronous_commit = off", "full_page_writes = off"];
+    appendFileSync(
+      join(dataDir, "postgresql.conf"),
+      [
+        "",
+        "# throwaway-cluster settings (src/runtime/local-services.ts)",
+        "listen_addresses = '127.0.0.1'",
+        `port = ${port}`,
+        `unix_socket_directories = '${dir}'`,
+        ...durability,
+        "max_connections = 200",
+        "",
+      ].join("\n"),
+    );
+    running = true; // set before start so a timed-out start is still stopped at exit
+    spawnWatchdog(
+      '[ -d "$PG_DIR" ]',
+      `${asRoot ? "runuser -u postgres -- " : ""}"$PG_CTL" -D "$PG_DATA" -m immediate -w -t 10 stop >/dev/null 2>&1; rm -rf "$PG_DIR"`,
+      { PG_CTL: pgCtl, PG_DATA: dataDir, PG_DIR: dir },
+    );
+    await runPgOk(dir, pgCtl, ["-D", dataDir, "-l", logPath, "-w", "-t", "30", "start"], logPath);
+  } catch (err) {
+    pgExitCleanup();
+    pgExitCleanup = null;
+    throw err;
+  }
+
+  const adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  let dbCounter = 0;
+  let stopped = false;
+
+  return {
+    host: "127.0.0.1",
+    port,
+    adminUrl,
+    async createDatabase() {
+      dbCounter += 1;
+      const name = `test_${process.pid}_${dbCounter}_${Math.random().toString(36).slice(2, 8)}`;
+      const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
+      try {
+        // Identifiers cannot be bound as parameters; the name is generated above, so unsafe is safe.
+        await sql.unsafe(`CREATE DATABASE "${name}"`);
+      } finally {
+        await sql.end();
+      }
+      return `postgres://postgres@127.0.0.1:${port}/${name}`;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      memo = null;
+      if (running) {
+        await runPgOk(dir, pgCtl, ["-D", dataDir, "-m", "fast", "-w", "-t", "30", "stop"], logPath);
+        running = false;
+      }
+      rmSync(dir, { recursive: true, force: true });
+      pgExitCleanup = null;
+    },
+    async restart() {
+      await runPgOk(
+        dir,
+        pgCtl,
+        ["-D", dataDir, "-l", logPath, "-m", "fast", "-w", "-t", "30", "restart"],
+        logPath,
+      );
+    },
+  };
+}
+
+/** One cluster per test process: bun runs every test file in one process, and initdb is the
+ * slow part, so files share the cluster and isolate themselves with createDatabase(). */
+let memo: Promise<PostgresHandle> | null = null;
+
+export function getPostgres(): Promise<PostgresHandle> {
+  if (memo === null) {
+    const started = startPostgres();
+    memo = started;
+    // Don't cache a failure: a later call should retry rather than rethrow a stale error.
+    started.catch(() => {
+      if (memo === started) memo = null;
+    });
+  }
+  return memo;
+}
+
+/**
+ * A cluster of its own (not the shared one of getPostgres), for the benchmark: `durable` keeps PostgreSQL's
+ * defaults (fsync, synchronous_commit, full_page_writes on). One cluster per process at a time.
+ */
+export function startLocalPostgres(options: { durable?: boolean } = {}): Promise<PostgresHandle> {
+  if (memo !== null)
+    throw new Error("startLocalPostgres: getPostgres() already runs a cluster in this process");
+  return startPostgres(options);
+}

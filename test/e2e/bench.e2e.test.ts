@@ -1,0 +1,91 @@
+/**
+ * `sequencer bench --quick` through the CLI, once: it starts its own nats-server and PostgreSQL, runs every phase
+ * at tiny sizes, prints the table and writes the JSON. Only that the command works is checked — every figure is a
+ * positive number — never a timing threshold (CI machines vary; docs/performance.md has the real figures).
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const CLI = join(import.meta.dir, "../../src/cli.ts");
+const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const FIGURES = [
+  "ingest.ours.rps",
+  "ingest.ours.p50Ms",
+  "ingest.ours.p99Ms",
+  "ingest.bare.rps",
+  "ingest.bare.p99Ms",
+  "ingest.justPostgres.rps",
+  "ingest.justPostgres.p99Ms",
+  "ratio.ingestVsBare",
+  "ratio.ingestVsJustPostgres",
+  "raw.msgsPerSec",
+  "raw.noAsyncTraces.msgsPerSec",
+  "drain.ours.eventsPerSec",
+  "drain.naive.eventsPerSec",
+  "ratio.drainVsNaive",
+  "e2e.p50Ms",
+  "e2e.p99Ms",
+  "e2e.maxMs",
+  "e2e.achievedRps",
+  "rss.apiMb",
+  "rss.sequencerMb",
+];
+
+test("bench --quick prints the table and writes JSON with every figure a positive number", async () => {
+  const jsonPath = join(dir, "result.json");
+  const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? dir };
+  if (process.env.PG_BIN) env.PG_BIN = process.env.PG_BIN;
+  // No NATS_URL / DATABASE_URL: the bench starts its own servers.
+  const proc = Bun.spawn([process.execPath, CLI, "bench", "--quick", "--json", jsonPath], {
+    env,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const killer = setTimeout(() => proc.kill("SIGKILL"), 85_000);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  clearTimeout(killer);
+  if (code !== 0) throw new Error(`bench exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
+
+  // The table, with the ratio column and a row per measurement.
+  expect(stdout).toContain("ours÷base");
+  for (const row of [
+    "ingest req/s",
+    "ingest p99 ms",
+    "raw JetStream publish",
+    "drain events/s",
+    "e2e p99 ms",
+  ]) {
+    expect(stdout).toContain(row);
+  }
+  expect(stdout).toContain(`JSON: ${jsonPath}`);
+  // Which load generator was used is said.
+  expect(stderr).toMatch(/load generator: ingest (wrk|built-in Bun generator)/);
+
+  const json = JSON.parse(readFileSync(jsonPath, "utf8")) as {
+    quick: boolean;
+    generator: { ingest: string };
+    figures: Record<string, unknown>;
+    targets: { name: string; met: unknown }[];
+    runs: unknown[];
+  };
+  expect(json.quick).toBe(true);
+  expect(["wrk", "bun"]).toContain(json.generator.ingest);
+  for (const name of FIGURES) {
+    const value = json.figures[name];
+    if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+      throw new Error(`figure ${name} is ${JSON.stringify(value)}, expected a positive number`);
+    }
+  }
+  for (const value of Object.values(json.figures)) expect(typeof value).toBe("number");
+  expect(json.targets.length).toBeGreaterThanOrEqual(7);
+  expect(json.targets.every((t) => typeof t.met === "boolean")).toBe(true);
+  expect(json.runs.length).toBe(1);
+}, 90_000);
