@@ -4,7 +4,7 @@
  * that need a broker or database round trip (intake lag, heads) are read only when scraped.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { SequencerObserver } from "../app/sequencer.ts";
+import type { BatchStats, SequencerObserver } from "../app/sequencer.ts";
 
 export type ScrapeProbes = {
   /** Messages on SEQUENCE not yet delivered to the sequencer, and delivered but unacked. */
@@ -135,13 +135,7 @@ export class Metrics implements SequencerObserver {
     this.requestSeconds.observe({ route, method }, seconds);
   }
 
-  batch(stats: {
-    size: number;
-    sequenced: number;
-    duplicates: number;
-    rejected: number;
-    transactionMs: number;
-  }) {
+  batch(stats: BatchStats): void {
     this.batchSize.observe(stats.size);
     this.transactionSeconds.observe(stats.transactionMs / 1000);
     this.sequenced.inc(stats.sequenced);

@@ -54,15 +54,18 @@ export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError:
 export type Failpoint = "after-commit" | "after-publish" | "mid-ack";
 export type FailpointHook = (point: Failpoint) => void;
 
+/** One committed batch: messages taken, events numbered, dropped as duplicates or rejected, commit time. */
+export type BatchStats = {
+  size: number;
+  sequenced: number;
+  duplicates: number;
+  rejected: number;
+  transactionMs: number;
+};
+
 /** What the sequencer reports about its work (implemented by the metrics adapter). */
 export interface SequencerObserver {
-  batch(stats: {
-    size: number;
-    sequenced: number;
-    duplicates: number;
-    rejected: number;
-    transactionMs: number;
-  }): void;
+  batch(stats: BatchStats): void;
   catchUp(count: number): void;
 }
 

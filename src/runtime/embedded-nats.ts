@@ -5,8 +5,8 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect as tcpConnect } from "node:net";
 import { join } from "node:path";
+import { canConnect, freePort, portIsFree } from "./loopback.ts";
 
 export class NatsServerMissingError extends Error {
   override readonly name = "NatsServerMissingError";
@@ -27,38 +27,6 @@ export type EmbeddedNats = {
 
 function hasNatsServer(): boolean {
   return spawnSync("nats-server", ["--version"], { stdio: "ignore" }).status === 0;
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-async function pickPort(preferred: number | undefined): Promise<number> {
-  if (preferred !== undefined && (await portIsFree(preferred))) return preferred;
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 /** Stops a nats-server left behind by a previous run that was killed before it could stop its child. */
@@ -83,8 +51,9 @@ export async function startEmbeddedNats(dataDir: string, startTimeoutMs = 15_000
   const pidFile = join(storeDir, "nats-server.pid");
   stopStaleServer(pidFile);
 
-  const port = await pickPort(4222);
-  const wsPort = await pickPort(undefined);
+  // 4222 when free (what a newcomer's `nats` CLI expects), else any free port.
+  const port = (await portIsFree(4222)) ? 4222 : await freePort();
+  const wsPort = await freePort();
   // WebSocket needs a config file (no command-line flag for it); everything stays on loopback.
   const configFile = join(storeDir, "nats-server.conf");
   writeFileSync(

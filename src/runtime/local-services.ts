@@ -21,10 +21,12 @@ import {
   writeFileSync,
 } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
-import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
+import { canConnect, freePort } from "./loopback.ts";
+
+export { freePort } from "./loopback.ts";
 
 const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
@@ -33,40 +35,7 @@ const STOP_GRACE_MS = 5_000;
 // Generic helpers
 // ---------------------------------------------------------------------------------------------
 
-/** Asks the kernel for an unused port. Racy in theory (someone may grab it before we reuse it),
- * but on loopback in a test run that is good enough and avoids hard-coded ports colliding. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        srv.close();
-        reject(new Error("freePort: listener has no TCP address"));
-        return;
-      }
-      const { port } = addr;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function tryConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = tcpConnect({ host: "127.0.0.1", port });
-    const done = (ok: boolean) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1_000, () => done(false));
-    sock.once("connect", () => done(true));
-    sock.once("error", () => done(false));
-  });
-}
 
 /** Last few KB of a log file, so a failed start explains itself in the test output. */
 function logTail(path: string, bytes = 4_000): string {
@@ -219,7 +188,7 @@ export async function startNats(opts: { websocket?: boolean } = {}): Promise<Nat
       if (!isRunning(proc)) {
         throw new Error(`nats-server exited during startup (code ${proc.exitCode}):\n${logTail(logPath)}`);
       }
-      if ((await tryConnect(port)) && (wsPort === undefined || (await tryConnect(wsPort)))) return;
+      if ((await canConnect(port)) && (wsPort === undefined || (await canConnect(wsPort)))) return;
       if (Date.now() > deadline) {
         await halt();
         throw new Error(`nats-server not accepting connections on ${port} after 10s:\n${logTail(logPath)}`);

@@ -13,11 +13,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { canConnect } from "../../src/runtime/loopback.ts";
 import { freePort } from "../support/services.ts";
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -61,19 +61,6 @@ function installExitHook(): void {
 
 function isRunning(proc: ChildProcess | undefined): proc is ChildProcess {
   return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
-}
-
-function tryConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = tcpConnect({ host: "127.0.0.1", port });
-    const done = (ok: boolean) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1_000, () => done(false));
-    sock.once("connect", () => done(true));
-    sock.once("error", () => done(false));
-  });
 }
 
 function which(bin: string): string | null {
@@ -283,7 +270,7 @@ export class NatsCluster {
           `${node.name}: nats-server exited during start-up (code ${proc.exitCode}):\n${logTail(node.logPath)}`,
         );
       }
-      if (await tryConnect(node.port)) return;
+      if (await canConnect(node.port)) return;
       if (Date.now() > deadline) {
         throw new Error(`${node.name}: not accepting connections after 10 s:\n${logTail(node.logPath)}`);
       }

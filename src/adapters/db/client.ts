@@ -16,6 +16,11 @@ import * as schema from "./schema.ts";
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
 
+/** Rows of a raw `db.execute`: postgres.js returns the rows array, PGlite returns { rows }. */
+export function rowsOf<T>(result: unknown): T[] {
+  return (Array.isArray(result) ? result : ((result as { rows?: unknown[] }).rows ?? [])) as T[];
+}
+
 export type Database = {
   readonly db: Db;
   readonly kind: "postgres" | "pglite";

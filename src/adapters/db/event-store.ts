@@ -6,7 +6,7 @@ import { asc, desc, eq, gt, type SQL, sql } from "drizzle-orm";
 import { ownerOf, type SequencedEvent } from "../../domain/events.ts";
 import type { Head } from "../../domain/sequencing.ts";
 import { EMPTY_HEAD } from "../../domain/sequencing.ts";
-import type { Db } from "./client.ts";
+import { type Db, rowsOf } from "./client.ts";
 import { events } from "./schema.ts";
 
 export type StoredEvent = { event: SequencedEvent; payload: string };
@@ -84,11 +84,6 @@ function insertRejected(rejected: readonly RejectedMessage[]) {
     where (select held from fence)
     on conflict (stream_seq) do nothing
     returning 1`;
-}
-
-/** postgres.js returns the rows array; PGlite returns { rows }. */
-function rowsOf<T>(result: unknown): T[] {
-  return (Array.isArray(result) ? result : ((result as { rows?: unknown[] }).rows ?? [])) as T[];
 }
 
 /**

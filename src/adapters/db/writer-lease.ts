@@ -14,7 +14,7 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import { sleep } from "../../app/backoff.ts";
 import type { Logger } from "../../logger.ts";
-import type { Db } from "./client.ts";
+import { type Db, rowsOf } from "./client.ts";
 import type { WriteFence } from "./event-store.ts";
 import * as schema from "./schema.ts";
 
@@ -49,8 +49,7 @@ const LOCK_HELD = sql`exists(
 const HOLDS_LOCK = sql`select ${LOCK_HELD} as held`;
 
 function firstRow(result: unknown): Record<string, unknown> | undefined {
-  const rows = Array.isArray(result) ? result : (result as { rows?: unknown[] }).rows;
-  return rows?.[0] as Record<string, unknown> | undefined;
+  return rowsOf<Record<string, unknown>>(result)[0];
 }
 
 export class PostgresWriterLease implements WriterLease {

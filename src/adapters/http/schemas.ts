@@ -23,7 +23,3 @@ export const Accepted = t.Object({
   referenceId: t.String({ description: "global reference id (decimal string)" }),
   orderId: t.Optional(t.String({ description: "for orders and cancels (decimal string)" })),
 });
-
-export const ErrorBody = t.Object({
-  error: t.Object({ code: t.String(), message: t.String(), field: t.Optional(t.String()) }),
-});
