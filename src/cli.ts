@@ -15,6 +15,7 @@ import { parsePositiveId } from "./domain/ids.ts";
 import { createLogger } from "./logger.ts";
 import { replay } from "./replay.ts";
 import { resolveAuthSecret } from "./runtime/auth-secret.ts";
+import { ProvisionError } from "./runtime/provision-tools.ts";
 import { startService } from "./service.ts";
 
 const USAGE = `usage:
@@ -161,6 +162,11 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof ProvisionError) {
+    // One line that says what is missing and the ways to get it; nothing has been started.
+    process.stderr.write(`${error.message}\n`);
+    process.exit(69); // EX_UNAVAILABLE
+  }
   if (error instanceof ConfigError) {
     process.stderr.write(`configuration error: ${error.message}\n`);
     process.exit(2);

@@ -90,11 +90,11 @@ function failpointHook(config: Config, log: Logger): FailpointHook | undefined {
 export async function startService(config: Config, role: Role, log: Logger): Promise<RunningService> {
   const serveApi = role === "all" || role === "api";
   const runSequencer = role === "all" || role === "sequencer";
-  const tokens = serveApi ? new TokenService(resolveAuthSecret(config)) : undefined;
-
+  // First, so that a machine without nats-server (and no way to install it) stops before anything is started.
   const embedded: EmbeddedNats | undefined = config.natsUrl
     ? undefined
     : await startEmbeddedNats(config.dataDir);
+  const tokens = serveApi ? new TokenService(resolveAuthSecret(config)) : undefined;
   const natsUrl = config.natsUrl ?? embedded?.url ?? "";
   const nc = await connectNats(natsUrl, {
     name: `sequencer-${role}-${process.pid}`,

@@ -3,20 +3,11 @@
  * loopback, stopped when this process exits. A pid file lets the next start stop a child that outlived a
  * crashed parent, so two servers never share one store.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canConnect, freePort, portIsFree } from "./loopback.ts";
-
-export class NatsServerMissingError extends Error {
-  override readonly name = "NatsServerMissingError";
-  constructor() {
-    super(
-      "nats-server is not on PATH and NATS_URL is unset: install it (apt-get install nats-server, brew install nats-server) " +
-        "or run `docker compose up nats` and set NATS_URL=nats://127.0.0.1:4222",
-    );
-  }
-}
+import { ensureNatsServer } from "./provision-tools.ts";
 
 export type EmbeddedNats = {
   url: string;
@@ -24,10 +15,6 @@ export type EmbeddedNats = {
   wsUrl: string;
   stop(): Promise<void>;
 };
-
-function hasNatsServer(): boolean {
-  return spawnSync("nats-server", ["--version"], { stdio: "ignore" }).status === 0;
-}
 
 /** Stops a nats-server left behind by a previous run that was killed before it could stop its child. */
 function stopStaleServer(pidFile: string): void {
@@ -45,7 +32,8 @@ function stopStaleServer(pidFile: string): void {
 }
 
 export async function startEmbeddedNats(dataDir: string, startTimeoutMs = 15_000): Promise<EmbeddedNats> {
-  if (!hasNatsServer()) throw new NatsServerMissingError();
+  // Installs nats-server through the package manager when it is missing, or throws one line saying how to get it.
+  const bin = ensureNatsServer();
   const storeDir = join(dataDir, "nats");
   mkdirSync(storeDir, { recursive: true });
   const pidFile = join(storeDir, "nats-server.pid");
@@ -65,7 +53,7 @@ export async function startEmbeddedNats(dataDir: string, startTimeoutMs = 15_000
     ].join("\n"),
   );
   const logFd = openSync(join(storeDir, "nats-server.log"), "a");
-  const child: ChildProcess = spawn("nats-server", ["-c", configFile], { stdio: ["ignore", logFd, logFd] });
+  const child: ChildProcess = spawn(bin, ["-c", configFile], { stdio: ["ignore", logFd, logFd] });
   if (child.pid) writeFileSync(pidFile, String(child.pid));
   let exited = false;
   child.once("exit", () => {

@@ -9,22 +9,15 @@
  * this module so tests and the benchmark share one implementation.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import {
-  appendFileSync,
-  chownSync,
-  closeSync,
-  existsSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { appendFileSync, chownSync, closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { canConnect, freePort } from "./loopback.ts";
+import { type PgliteWireServer, servePgliteOverWire } from "./pglite-wire-server.ts";
+import { ensureNatsServer, ensurePostgresBinDir } from "./provision-tools.ts";
 
 export { freePort } from "./loopback.ts";
 
@@ -54,12 +47,6 @@ function isRunning(child: ChildProcess): boolean {
 function waitForExit(child: ChildProcess): Promise<void> {
   if (!isRunning(child)) return Promise.resolve();
   return new Promise((resolve) => child.once("exit", () => resolve()));
-}
-
-function which(bin: string): string | null {
-  const r = spawnSync("sh", ["-c", `command -v ${bin}`], { encoding: "utf8" });
-  const path = r.stdout.trim();
-  return r.status === 0 && path !== "" ? path : null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -145,10 +132,8 @@ export interface NatsServerHandle {
 }
 
 export async function startNats(opts: { websocket?: boolean } = {}): Promise<NatsServerHandle> {
-  const bin = which("nats-server");
-  if (bin === null) {
-    throw new Error("nats-server is not on PATH (Debian: apt-get install nats-server)");
-  }
+  // Installs it through the package manager when missing (one line on stderr), else throws one line.
+  const bin = ensureNatsServer();
   installExitHooks();
 
   const dir = await mkdtemp(join(tmpdir(), "nats-test-"));
@@ -241,6 +226,8 @@ export async function startNats(opts: { websocket?: boolean } = {}): Promise<Nat
 // ---------------------------------------------------------------------------------------------
 
 export interface PostgresHandle {
+  /** A real PostgreSQL cluster, or PGlite served over the wire where PostgreSQL cannot be installed. */
+  kind: "postgresql" | "pglite";
   host: "127.0.0.1";
   port: number;
   /** postgres://postgres@127.0.0.1:PORT/postgres (trust auth, superuser) */
@@ -251,23 +238,6 @@ export interface PostgresHandle {
   stop(): Promise<void>;
   /** Fast restart on the same port and data dir (e.g. to test reconnects). */
   restart(): Promise<void>;
-}
-
-/** PG_BIN, else the highest-versioned /usr/lib/postgresql/<ver>/bin that has a postgres binary. */
-function findPgBin(): string {
-  const env = process.env.PG_BIN;
-  if (env) return env;
-  const root = "/usr/lib/postgresql";
-  const versions = existsSync(root)
-    ? readdirSync(root)
-        .filter((v) => existsSync(join(root, v, "bin", "postgres")))
-        .sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a))
-    : [];
-  const best = versions[0];
-  if (best === undefined) {
-    throw new Error(`no PostgreSQL found under ${root}/*/bin (apt-get install postgresql, or set PG_BIN)`);
-  }
-  return join(root, best, "bin");
 }
 
 interface RunResult {
@@ -323,7 +293,9 @@ function postgresUserIds(): { uid: number; gid: number } {
 }
 
 async function startPostgres(options: { durable?: boolean } = {}): Promise<PostgresHandle> {
-  const binDir = findPgBin();
+  const availability = postgresAvailability();
+  if ("unavailable" in availability) throw new Error(availability.unavailable);
+  const binDir = availability.dir;
   const pgCtl = join(binDir, "pg_ctl");
   installExitHooks();
 
@@ -395,6 +367,7 @@ async function startPostgres(options: { durable?: boolean } = {}): Promise<Postg
   let stopped = false;
 
   return {
+    kind: "postgresql",
     host: "127.0.0.1",
     port,
     adminUrl,
@@ -432,13 +405,69 @@ async function startPostgres(options: { durable?: boolean } = {}): Promise<Postg
   };
 }
 
+let availabilityMemo: ReturnType<typeof ensurePostgresBinDir> | null = null;
+
+/**
+ * PostgreSQL's server binaries, installed through the package manager when missing (see provision-tools.ts); or why
+ * there are none. TEST_POSTGRES=pglite pretends there are none, to exercise the PGlite fallback on any machine.
+ */
+export function postgresAvailability(): ReturnType<typeof ensurePostgresBinDir> {
+  if (process.env.TEST_POSTGRES === "pglite") return { unavailable: "TEST_POSTGRES=pglite is set" };
+  availabilityMemo ??= ensurePostgresBinDir();
+  return availabilityMemo;
+}
+
+/** What getPostgres() will give: a real cluster when PostgreSQL can be had, else PGlite over the wire. */
+export function postgresKind(): PostgresHandle["kind"] {
+  return "dir" in postgresAvailability() ? "postgresql" : "pglite";
+}
+
+/**
+ * The fallback where PostgreSQL cannot be installed: every "database" is an in-memory PGlite served on its own
+ * loopback port (pglite-wire-server.ts), so URL-based code, child processes included, runs unchanged. restart()
+ * drops every connection, as a server restart would; sessions are shared (see the wire server's header).
+ */
+async function startPgliteCluster(): Promise<PostgresHandle> {
+  const servers: { db: PGlite; server: PgliteWireServer }[] = [];
+  const serve = async () => {
+    const db = new PGlite();
+    await db.waitReady;
+    const server = await servePgliteOverWire(db);
+    servers.push({ db, server });
+    return server;
+  };
+  const admin = await serve();
+  let stopped = false;
+  return {
+    kind: "pglite",
+    host: "127.0.0.1",
+    port: admin.port,
+    adminUrl: admin.url,
+    async createDatabase() {
+      return (await serve()).url;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      memo = null;
+      for (const { db, server } of servers.splice(0)) {
+        await server.close();
+        await db.close();
+      }
+    },
+    async restart() {
+      for (const { server } of servers) await server.dropConnections();
+    },
+  };
+}
+
 /** One cluster per test process: bun runs every test file in one process, and initdb is the
  * slow part, so files share the cluster and isolate themselves with createDatabase(). */
 let memo: Promise<PostgresHandle> | null = null;
 
 export function getPostgres(): Promise<PostgresHandle> {
   if (memo === null) {
-    const started = startPostgres();
+    const started = postgresKind() === "postgresql" ? startPostgres() : startPgliteCluster();
     memo = started;
     // Don't cache a failure: a later call should retry rather than rethrow a stale error.
     started.catch(() => {

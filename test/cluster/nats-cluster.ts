@@ -11,13 +11,14 @@
  * detached watchdog shell that SIGKILLs the node and removes its dir once this process is gone (bun test does not
  * always emit "exit", and no hook runs on SIGKILL).
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { canConnect } from "../../src/runtime/loopback.ts";
+import { ensureNatsServer } from "../../src/runtime/provision-tools.ts";
 import { freePort } from "../support/services.ts";
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -61,12 +62,6 @@ function installExitHook(): void {
 
 function isRunning(proc: ChildProcess | undefined): proc is ChildProcess {
   return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
-}
-
-function which(bin: string): string | null {
-  const r = spawnSync("sh", ["-c", `command -v ${bin}`], { encoding: "utf8" });
-  const path = r.stdout.trim();
-  return r.status === 0 && path !== "" ? path : null;
 }
 
 /**
@@ -123,8 +118,7 @@ export class NatsCluster {
   static async start(options: NatsClusterOptions = {}): Promise<NatsCluster> {
     const size = options.size ?? 3;
     const name = options.name ?? `seqtest${process.pid}`;
-    const bin = which("nats-server");
-    if (bin === null) throw new Error("nats-server is not on PATH (Debian: apt-get install nats-server)");
+    const bin = ensureNatsServer();
     installExitHook();
     const ports: { port: number; clusterPort: number; monitorPort: number }[] = [];
     const taken = new Set<number>();

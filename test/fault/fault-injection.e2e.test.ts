@@ -10,7 +10,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
-import { getPostgres } from "../support/services.ts";
+import { getPostgres, onPglite } from "../support/services.ts";
 import {
   Cluster,
   disallowedAnswers,
@@ -245,104 +245,121 @@ describe("fault injection (real CLI processes, nats-server, PostgreSQL)", () => 
     }, 90_000);
   }
 
-  test("two sequencers: exactly one leads; after SIGKILL of the leader the standby takes over within 10 s; PostgreSQL restart", async () => {
-    const cluster = await newCluster("two-seq");
-    await scenario(
-      cluster,
-      async () => {
-        const api = (await cluster.api("api", 1)).start();
-        const seqs = [(await cluster.sequencer("seq-a")).start(), (await cluster.sequencer("seq-b")).start()];
-        await api.waitReady();
-        const leaderOf = async () => {
-          const flags = await Promise.all(seqs.map((s) => s.isLeader()));
-          return flags;
-        };
-        // Exactly one leader, and it stays that way.
-        await until("one sequencer to lead", async () =>
-          (await leaderOf()).some(Boolean) ? true : undefined,
-        );
-        for (let i = 0; i < 10; i++) {
-          expect((await leaderOf()).filter(Boolean).length).toBe(1);
-          await sleep(100);
-        }
-        const client = new OrderClient(await cluster.tokens(USERS));
-        const load = new LoadGenerator(client, () => [api.url], 4).start();
-        await sleep(1_500);
-
-        const failovers: number[] = [];
-        for (let round = 0; round < 2; round++) {
-          const flags = await leaderOf();
-          const leader = seqs[flags.indexOf(true)] as ServiceProcess;
-          const standby = seqs[flags.indexOf(false)] as ServiceProcess;
-          const t0 = Date.now();
-          await leader.kill("SIGKILL");
-          await standby.waitLeader(10_000, 25);
-          const failoverMs = Date.now() - t0;
-          await standby.waitReady(15_000);
-          const readyMs = Date.now() - t0;
-          failovers.push(failoverMs);
-          log(`failover ${round + 1}: ${leader.name} killed, ${standby.name} leads`, { failoverMs, readyMs });
-          expect(failoverMs).toBeLessThan(10_000);
-          // The killed one comes back as a standby.
-          leader.start();
-          await until(`${leader.name} up as standby`, async () =>
-            (await leader.readyz())?.body.checks.leader?.detail === "standby" ? true : undefined,
+  // The next three need real PostgreSQL sessions (advisory-lock fencing, killed backends, server restarts);
+  // on the PGlite fallback every client shares one session (see src/runtime/pglite-wire-server.ts).
+  test.skipIf(onPglite)(
+    "two sequencers: exactly one leads; after SIGKILL of the leader the standby takes over within 10 s; PostgreSQL restart (needs real PostgreSQL)",
+    async () => {
+      const cluster = await newCluster("two-seq");
+      await scenario(
+        cluster,
+        async () => {
+          const api = (await cluster.api("api", 1)).start();
+          const seqs = [
+            (await cluster.sequencer("seq-a")).start(),
+            (await cluster.sequencer("seq-b")).start(),
+          ];
+          await api.waitReady();
+          const leaderOf = async () => {
+            const flags = await Promise.all(seqs.map((s) => s.isLeader()));
+            return flags;
+          };
+          // Exactly one leader, and it stays that way.
+          await until("one sequencer to lead", async () =>
+            (await leaderOf()).some(Boolean) ? true : undefined,
           );
-          expect((await leaderOf()).filter(Boolean).length).toBe(1);
-          await sleep(1_000);
-        }
-
-        // A PostgreSQL restart drops both sessions (and the lock with the leader's): afterwards exactly one leads.
-        // Meanwhile /readyz is polled to measure how long both processes report leader=true at once (the old
-        // leader notices the lost lock on its next heartbeat; the fence keeps it from writing meanwhile).
-        const t = Date.now();
-        let dualSince: number | undefined;
-        let longestDualMs = 0;
-        let dualSamples = 0;
-        let watching = true;
-        const watch = (async () => {
-          while (watching) {
-            const sampledAt = Date.now();
-            const leaders = (await leaderOf()).filter(Boolean).length;
-            if (leaders > 1) {
-              dualSamples += 1;
-              dualSince ??= sampledAt;
-              longestDualMs = Math.max(longestDualMs, Date.now() - dualSince);
-            } else dualSince = undefined;
-            await sleep(20);
+          for (let i = 0; i < 10; i++) {
+            expect((await leaderOf()).filter(Boolean).length).toBe(1);
+            await sleep(100);
           }
-        })();
-        await (await getPostgres()).restart();
-        await until("one leader after the PostgreSQL restart", async () => {
-          for (const s of seqs) revive(s); // a sequencer that crashed (known bug) comes back as a standby
-          return (await leaderOf()).filter(Boolean).length === 1 && (await trySyncState(cluster))
-            ? true
-            : undefined;
-        });
-        const pgRecoveryMs = Date.now() - t;
-        await sleep(3_000);
-        watching = false;
-        await watch;
-        const afterPg = await leaderOf();
-        log("two sequencers: PostgreSQL restarted", {
-          pgRecoveryMs,
-          leaders: afterPg,
-          bothReportedLeader: { samples: dualSamples, longestMs: longestDualMs },
-        });
-        expect(afterPg.filter(Boolean).length).toBe(1);
-        // Reporting lag only (writes are fenced): bounded by the lease heartbeat (1 s) plus a reconnect.
-        expect(longestDualMs).toBeLessThan(5_000);
+          const client = new OrderClient(await cluster.tokens(USERS));
+          const load = new LoadGenerator(client, () => [api.url], 4).start();
+          await sleep(1_500);
 
-        await load.stop();
-        await client.sendMany([api.url], 30, 10);
-        const report = await drainAndCheck(cluster, client.records, { drainTimeoutMs: 45_000, api });
-        log("two sequencers: result", { failovers, pgRecoveryMs, drainMs: report.drainMs, ...report.stats });
-        expect(report.violations).toEqual([]);
-        expect(report.stats.accepted).toBeGreaterThan(30);
-      },
-      { tolerateKnownBugs: true },
-    );
-  }, 90_000);
+          const failovers: number[] = [];
+          for (let round = 0; round < 2; round++) {
+            const flags = await leaderOf();
+            const leader = seqs[flags.indexOf(true)] as ServiceProcess;
+            const standby = seqs[flags.indexOf(false)] as ServiceProcess;
+            const t0 = Date.now();
+            await leader.kill("SIGKILL");
+            await standby.waitLeader(10_000, 25);
+            const failoverMs = Date.now() - t0;
+            await standby.waitReady(15_000);
+            const readyMs = Date.now() - t0;
+            failovers.push(failoverMs);
+            log(`failover ${round + 1}: ${leader.name} killed, ${standby.name} leads`, {
+              failoverMs,
+              readyMs,
+            });
+            expect(failoverMs).toBeLessThan(10_000);
+            // The killed one comes back as a standby.
+            leader.start();
+            await until(`${leader.name} up as standby`, async () =>
+              (await leader.readyz())?.body.checks.leader?.detail === "standby" ? true : undefined,
+            );
+            expect((await leaderOf()).filter(Boolean).length).toBe(1);
+            await sleep(1_000);
+          }
+
+          // A PostgreSQL restart drops both sessions (and the lock with the leader's): afterwards exactly one leads.
+          // Meanwhile /readyz is polled to measure how long both processes report leader=true at once (the old
+          // leader notices the lost lock on its next heartbeat; the fence keeps it from writing meanwhile).
+          const t = Date.now();
+          let dualSince: number | undefined;
+          let longestDualMs = 0;
+          let dualSamples = 0;
+          let watching = true;
+          const watch = (async () => {
+            while (watching) {
+              const sampledAt = Date.now();
+              const leaders = (await leaderOf()).filter(Boolean).length;
+              if (leaders > 1) {
+                dualSamples += 1;
+                dualSince ??= sampledAt;
+                longestDualMs = Math.max(longestDualMs, Date.now() - dualSince);
+              } else dualSince = undefined;
+              await sleep(20);
+            }
+          })();
+          await (await getPostgres()).restart();
+          await until("one leader after the PostgreSQL restart", async () => {
+            for (const s of seqs) revive(s); // a sequencer that crashed (known bug) comes back as a standby
+            return (await leaderOf()).filter(Boolean).length === 1 && (await trySyncState(cluster))
+              ? true
+              : undefined;
+          });
+          const pgRecoveryMs = Date.now() - t;
+          await sleep(3_000);
+          watching = false;
+          await watch;
+          const afterPg = await leaderOf();
+          log("two sequencers: PostgreSQL restarted", {
+            pgRecoveryMs,
+            leaders: afterPg,
+            bothReportedLeader: { samples: dualSamples, longestMs: longestDualMs },
+          });
+          expect(afterPg.filter(Boolean).length).toBe(1);
+          // Reporting lag only (writes are fenced): bounded by the lease heartbeat (1 s) plus a reconnect.
+          expect(longestDualMs).toBeLessThan(5_000);
+
+          await load.stop();
+          await client.sendMany([api.url], 30, 10);
+          const report = await drainAndCheck(cluster, client.records, { drainTimeoutMs: 45_000, api });
+          log("two sequencers: result", {
+            failovers,
+            pgRecoveryMs,
+            drainMs: report.drainMs,
+            ...report.stats,
+          });
+          expect(report.violations).toEqual([]);
+          expect(report.stats.accepted).toBeGreaterThan(30);
+        },
+        { tolerateKnownBugs: true },
+      );
+    },
+    90_000,
+  );
 
   test("SIGTERM under load: the sequencer and the API each exit 0 within 15 s", async () => {
     const cluster = await newCluster("sigterm");
@@ -375,147 +392,160 @@ describe("fault injection (real CLI processes, nats-server, PostgreSQL)", () => 
     });
   }, 90_000);
 
-  test("PostgreSQL restarts under load: the services reconnect by themselves, sequencing resumes, nothing is lost", async () => {
-    const cluster = await newCluster("pg-restart");
-    await scenario(
-      cluster,
-      async () => {
-        const apis = [(await cluster.api("api-1", 1)).start(), (await cluster.api("api-2", 2)).start()];
-        const seq = (await cluster.sequencer("seq")).start();
-        await Promise.all([...apis.map((a) => a.waitReady()), seq.waitLeader()]);
-        const client = new OrderClient(await cluster.tokens(USERS));
-        const load = new LoadGenerator(client, () => apis.map((a) => a.url), 16).start();
-        const restarts: { ms: number; backMs: number; headBefore: number; headAfter: number }[] = [];
-        for (let i = 0; i < 3; i++) {
-          await sleep(randomBetween(1_000, 2_000));
-          const headBefore = (await trySyncState(cluster))?.dbHead ?? -1;
-          const t = Date.now();
-          await (await getPostgres()).restart();
-          const ms = Date.now() - t;
-          // Back to work before the next restart: the sequencer holds the lock again and the head moves on.
-          const headAfter = await until(
-            "the sequencer to hold the lock again and sequence",
-            async () => {
-              revive(seq); // the known postgres.js crash; judged by the writer-session test
-              const state = (await seq.isLeader()) ? await trySyncState(cluster) : undefined;
-              return state && state.dbHead > headBefore ? state.dbHead : undefined;
-            },
-            30_000,
-          );
-          restarts.push({ ms, backMs: Date.now() - t, headBefore, headAfter });
-        }
-        await sleep(1_000);
-        await load.stop();
-        const report = await drainAndCheck(cluster, client.records, { drainTimeoutMs: 45_000, api: apis[0] });
-        log("PostgreSQL restarts: result", { restarts, drainMs: report.drainMs, ...report.stats });
-        expect(report.violations).toEqual([]);
-        expect(disallowedAnswers(client.records)).toEqual([]);
-      },
-      { tolerateKnownBugs: true },
-    );
-  }, 90_000);
-
-  test("a writer session terminated mid-transaction (failover, admin kill): the sequencer survives and resumes", async () => {
-    // The sequencer's INSERT is made to wait on a table lock, so its transaction is surely in flight; then its
-    // backend is terminated (pg_terminate_backend), as a failover or an administrator would. Many short rounds,
-    // because whether the client library survives depends on the timing of the socket close (about 1 in 5).
-    const cluster = await newCluster("writer-session");
-    await scenario(cluster, async () => {
-      const api = (await cluster.api("api", 1)).start();
-      const seq = (await cluster.sequencer("seq")).start();
-      await Promise.all([api.waitReady(), seq.waitLeader()]);
-      const client = new OrderClient(await cluster.tokens(USERS));
-      await client.sendMany([api.url], 10, 5);
-      const admin = postgres(cluster.databaseUrl, { max: 3, onnotice: () => {} });
-      const rounds: { round: number; terminated: boolean; leaderAgainMs: number | null }[] = [];
-      const deadline = Date.now() + 60_000;
-      try {
-        for (let round = 1; round <= 20 && seq.running() && Date.now() < deadline; round++) {
-          if (round % 4 === 0) {
-            // A fresh process every few rounds: the time to regain the lock grows with each lost session in one
-            // process (reported separately), and short rounds keep the test quick.
-            expect((await seq.kill("SIGTERM")).exitCode).toBe(0);
-            seq.start();
-            await seq.waitLeader();
-          }
-          let release = () => {};
-          const released = new Promise<void>((resolve) => {
-            release = resolve;
-          });
-          let locked = () => {};
-          const isLocked = new Promise<void>((resolve) => {
-            locked = resolve;
-          });
-          // SHARE mode blocks INSERT (ROW EXCLUSIVE) and lets SELECT through.
-          const holder = admin.begin(async (tx) => {
-            await tx`lock table events in share mode`;
-            locked();
-            await released;
-          });
-          try {
-            await isLocked;
-            expect((await client.send(api.url)).outcome).toBe("2xx");
-            const writer = await until(
-              "the sequencer's INSERT to wait on the lock",
+  test.skipIf(onPglite)(
+    "PostgreSQL restarts under load: the services reconnect by themselves, sequencing resumes, nothing is lost (needs real PostgreSQL)",
+    async () => {
+      const cluster = await newCluster("pg-restart");
+      await scenario(
+        cluster,
+        async () => {
+          const apis = [(await cluster.api("api-1", 1)).start(), (await cluster.api("api-2", 2)).start()];
+          const seq = (await cluster.sequencer("seq")).start();
+          await Promise.all([...apis.map((a) => a.waitReady()), seq.waitLeader()]);
+          const client = new OrderClient(await cluster.tokens(USERS));
+          const load = new LoadGenerator(client, () => apis.map((a) => a.url), 16).start();
+          const restarts: { ms: number; backMs: number; headBefore: number; headAfter: number }[] = [];
+          for (let i = 0; i < 3; i++) {
+            await sleep(randomBetween(1_000, 2_000));
+            const headBefore = (await trySyncState(cluster))?.dbHead ?? -1;
+            const t = Date.now();
+            await (await getPostgres()).restart();
+            const ms = Date.now() - t;
+            // Back to work before the next restart: the sequencer holds the lock again and the head moves on.
+            const headAfter = await until(
+              "the sequencer to hold the lock again and sequence",
               async () => {
-                const rows = await admin<{ pid: number }[]>`
+                revive(seq); // the known postgres.js crash; judged by the writer-session test
+                const state = (await seq.isLeader()) ? await trySyncState(cluster) : undefined;
+                return state && state.dbHead > headBefore ? state.dbHead : undefined;
+              },
+              30_000,
+            );
+            restarts.push({ ms, backMs: Date.now() - t, headBefore, headAfter });
+          }
+          await sleep(1_000);
+          await load.stop();
+          const report = await drainAndCheck(cluster, client.records, {
+            drainTimeoutMs: 45_000,
+            api: apis[0],
+          });
+          log("PostgreSQL restarts: result", { restarts, drainMs: report.drainMs, ...report.stats });
+          expect(report.violations).toEqual([]);
+          expect(disallowedAnswers(client.records)).toEqual([]);
+        },
+        { tolerateKnownBugs: true },
+      );
+    },
+    90_000,
+  );
+
+  test.skipIf(onPglite)(
+    "a writer session terminated mid-transaction (failover, admin kill): the sequencer survives and resumes (needs real PostgreSQL)",
+    async () => {
+      // The sequencer's INSERT is made to wait on a table lock, so its transaction is surely in flight; then its
+      // backend is terminated (pg_terminate_backend), as a failover or an administrator would. Many short rounds,
+      // because whether the client library survives depends on the timing of the socket close (about 1 in 5).
+      const cluster = await newCluster("writer-session");
+      await scenario(cluster, async () => {
+        const api = (await cluster.api("api", 1)).start();
+        const seq = (await cluster.sequencer("seq")).start();
+        await Promise.all([api.waitReady(), seq.waitLeader()]);
+        const client = new OrderClient(await cluster.tokens(USERS));
+        await client.sendMany([api.url], 10, 5);
+        const admin = postgres(cluster.databaseUrl, { max: 3, onnotice: () => {} });
+        const rounds: { round: number; terminated: boolean; leaderAgainMs: number | null }[] = [];
+        const deadline = Date.now() + 60_000;
+        try {
+          for (let round = 1; round <= 20 && seq.running() && Date.now() < deadline; round++) {
+            if (round % 4 === 0) {
+              // A fresh process every few rounds: the time to regain the lock grows with each lost session in one
+              // process (reported separately), and short rounds keep the test quick.
+              expect((await seq.kill("SIGTERM")).exitCode).toBe(0);
+              seq.start();
+              await seq.waitLeader();
+            }
+            let release = () => {};
+            const released = new Promise<void>((resolve) => {
+              release = resolve;
+            });
+            let locked = () => {};
+            const isLocked = new Promise<void>((resolve) => {
+              locked = resolve;
+            });
+            // SHARE mode blocks INSERT (ROW EXCLUSIVE) and lets SELECT through.
+            const holder = admin.begin(async (tx) => {
+              await tx`lock table events in share mode`;
+              locked();
+              await released;
+            });
+            try {
+              await isLocked;
+              expect((await client.send(api.url)).outcome).toBe("2xx");
+              const writer = await until(
+                "the sequencer's INSERT to wait on the lock",
+                async () => {
+                  const rows = await admin<{ pid: number }[]>`
                   select pid from pg_stat_activity
                   where application_name = 'sequencer-writer' and wait_event_type = 'Lock'`;
-                return rows[0]?.pid;
-              },
-              15_000,
-              25,
-              undefined,
-              () => (seq.running() ? undefined : "the sequencer died"),
-            );
-            const rows = await admin<
-              { terminated: boolean }[]
-            >`select pg_terminate_backend(${writer}) as terminated`;
-            const t = Date.now();
-            release();
-            await holder;
-            // Leading again (or dead): a new writer session holds the lock, and /readyz says so.
-            const leaderAgain = await until(
-              "the sequencer to lead again",
-              async () => {
-                if (!seq.running()) return false;
-                const holders = await admin<{ pid: number }[]>`
+                  return rows[0]?.pid;
+                },
+                15_000,
+                25,
+                undefined,
+                () => (seq.running() ? undefined : "the sequencer died"),
+              );
+              const rows = await admin<
+                { terminated: boolean }[]
+              >`select pg_terminate_backend(${writer}) as terminated`;
+              const t = Date.now();
+              release();
+              await holder;
+              // Leading again (or dead): a new writer session holds the lock, and /readyz says so.
+              const leaderAgain = await until(
+                "the sequencer to lead again",
+                async () => {
+                  if (!seq.running()) return false;
+                  const holders = await admin<{ pid: number }[]>`
                   select l.pid from pg_locks l join pg_stat_activity a on a.pid = l.pid
                   where l.locktype = 'advisory' and l.classid = ${0x5351} and l.objid = 1 and l.granted
                     and a.application_name = 'sequencer-writer'`;
-                const pid = holders[0]?.pid;
-                return pid !== undefined && pid !== writer && (await seq.isLeader()) ? true : undefined;
-              },
-              20_000,
-              25,
-            );
-            await sleep(200); // a crash comes within milliseconds of the terminated session
-            rounds.push({
-              round,
-              terminated: rows[0]?.terminated === true,
-              leaderAgainMs: leaderAgain && seq.running() ? Date.now() - t : null,
-            });
-          } finally {
-            release();
-            await holder.catch(() => {});
+                  const pid = holders[0]?.pid;
+                  return pid !== undefined && pid !== writer && (await seq.isLeader()) ? true : undefined;
+                },
+                20_000,
+                25,
+              );
+              await sleep(200); // a crash comes within milliseconds of the terminated session
+              rounds.push({
+                round,
+                terminated: rows[0]?.terminated === true,
+                leaderAgainMs: leaderAgain && seq.running() ? Date.now() - t : null,
+              });
+            } finally {
+              release();
+              await holder.catch(() => {});
+            }
           }
+        } finally {
+          await admin.end({ timeout: 5 });
         }
-      } finally {
-        await admin.end({ timeout: 5 });
-      }
-      log("writer session terminated: rounds", { rounds, exits: seq.unexpectedExits });
-      // Whatever happened, the log must still be exact once a sequencer runs again.
-      revive(seq);
-      await seq.waitLeader();
-      const report = await drainAndCheck(cluster, client.records, { drainTimeoutMs: 45_000, api });
-      log("writer session terminated: result", { drainMs: report.drainMs, ...report.stats });
-      expect(report.violations).toEqual([]);
-      expect(rounds.length).toBeGreaterThan(0);
-      // The sequencer must survive losing its database session; a crash here is a bug (see the exit's log).
-      expect(seq.unexpectedExits.map((e) => `${e.what}${e.knownBug ? ` [${e.knownBug}]` : ""}`)).toEqual([]);
-      expect(rounds.every((r) => r.terminated && r.leaderAgainMs !== null)).toBe(true);
-    });
-  }, 150_000);
+        log("writer session terminated: rounds", { rounds, exits: seq.unexpectedExits });
+        // Whatever happened, the log must still be exact once a sequencer runs again.
+        revive(seq);
+        await seq.waitLeader();
+        const report = await drainAndCheck(cluster, client.records, { drainTimeoutMs: 45_000, api });
+        log("writer session terminated: result", { drainMs: report.drainMs, ...report.stats });
+        expect(report.violations).toEqual([]);
+        expect(rounds.length).toBeGreaterThan(0);
+        // The sequencer must survive losing its database session; a crash here is a bug (see the exit's log).
+        expect(seq.unexpectedExits.map((e) => `${e.what}${e.knownBug ? ` [${e.knownBug}]` : ""}`)).toEqual(
+          [],
+        );
+        expect(rounds.every((r) => r.terminated && r.leaderAgainMs !== null)).toBe(true);
+      });
+    },
+    150_000,
+  );
 
   test("Idempotency-Key across a nats-server restart: one event per key, and only 2xx, 503 or a lost connection", async () => {
     const cluster = await newCluster("idempotency");

@@ -1,7 +1,7 @@
 /**
  * compose.yaml is not run here (no Docker engine), so its promises are checked as data: the services the README
  * names, distinct worker ids for the API replicas, a healthy Postgres before the apps start, and a NATS config
- * that fsyncs every write. CI also runs `docker-compose config -q` on it (see .ci/run).
+ * that fsyncs every write. (`docker-compose config -q` validates it against the Compose schema where installed.)
  */
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
