@@ -30,6 +30,7 @@ export type HostFacts = {
   isRoot: boolean;
   hasAptGet: boolean;
   hasBrew: boolean;
+  hasSudo: boolean;
   /** `sudo -n true` succeeds: sudo is there and needs no password. */
   sudoWithoutPassword: boolean;
 };
@@ -67,7 +68,8 @@ export function planInstall(pkg: SystemPackage, host: HostFacts): InstallPlan {
     if (sudo === null) {
       // Linuxbrew installs without root; prefer it over asking for a password we cannot type.
       if (host.hasBrew) return brew();
-      return { kind: "impossible", reason: "apt-get needs root and sudo asks for a password" };
+      const why = host.hasSudo ? "sudo asks for a password" : "there is no sudo";
+      return { kind: "impossible", reason: `apt-get needs root and ${why}` };
     }
     // Wait for a concurrent apt/dpkg run instead of failing on its lock.
     const apt = [
@@ -123,6 +125,7 @@ export function hostFacts(): HostFacts {
     isRoot: process.getuid?.() === 0,
     hasAptGet: findOnPath("apt-get") !== null,
     hasBrew: findOnPath("brew") !== null,
+    hasSudo,
     sudoWithoutPassword: hasSudo && commandWorks(["sudo", "-n", "true"]),
   };
 }

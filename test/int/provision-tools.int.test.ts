@@ -106,7 +106,8 @@ describe("npm start without nats-server on PATH", () => {
         if (!mayInstall) {
           expect(await child.proc.exited).toBe(69);
           expect(child.stderr.value.trim().split("\n")).toHaveLength(1);
-          expect(child.stderr.value).toContain("apt-get needs root");
+          expect(child.stderr.value).toContain("nats-server is not installed and apt-get needs root");
+          expect(child.stderr.value).toContain("docker compose up nats");
           return;
         }
         const deadline = Date.now() + 300_000;

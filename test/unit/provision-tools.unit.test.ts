@@ -22,6 +22,7 @@ const linux: HostFacts = {
   isRoot: false,
   hasAptGet: false,
   hasBrew: false,
+  hasSudo: false,
   sudoWithoutPassword: false,
 };
 
@@ -44,7 +45,12 @@ describe("planInstall", () => {
   });
 
   test("Debian as a user with password-less sudo: sudo -n apt-get", () => {
-    const plan = planInstall(POSTGRESQL, { ...linux, hasAptGet: true, sudoWithoutPassword: true });
+    const plan = planInstall(POSTGRESQL, {
+      ...linux,
+      hasAptGet: true,
+      hasSudo: true,
+      sudoWithoutPassword: true,
+    });
     expect(plan.kind === "install" && plan.command.slice(0, 2)).toEqual(["sudo", "-n"]);
     expect(plan.kind === "install" && plan.summary).toBe("sudo apt-get install postgresql");
     expect(plan.kind === "install" && plan.command.at(-1)).toBe("postgresql");
@@ -52,8 +58,12 @@ describe("planInstall", () => {
   });
 
   test("Debian as a user whose sudo wants a password: impossible, unless Linuxbrew is there", () => {
-    const plan = planInstall(NATS_SERVER, { ...linux, hasAptGet: true });
+    const plan = planInstall(NATS_SERVER, { ...linux, hasAptGet: true, hasSudo: true });
     expect(plan).toEqual({ kind: "impossible", reason: "apt-get needs root and sudo asks for a password" });
+    expect(planInstall(NATS_SERVER, { ...linux, hasAptGet: true })).toEqual({
+      kind: "impossible",
+      reason: "apt-get needs root and there is no sudo",
+    });
     const brew = planInstall(NATS_SERVER, { ...linux, hasAptGet: true, hasBrew: true });
     expect(brew).toEqual({
       kind: "install",
