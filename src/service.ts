@@ -135,10 +135,13 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       const source = await JetStreamIntakeSource.open(js, config.batchSize * 2);
       const sequencer = new Sequencer(
         source,
-        new DrizzleEventStore(writerLease.db, writerLease.fence),
+        // Writes on the writer's fenced session; the duplicate filter reads on the pool, so that the next batch's
+        // filter runs while the current batch commits.
+        new DrizzleEventStore(writerLease.db, writerLease.fence, database.db),
         trading,
         {
           batchSize: config.batchSize,
+          maxBatchSize: config.maxBatchSize,
           fetchWaitMs: config.fetchWaitMs,
           catchUpPageSize: 1000,
           keepAliveMs: Math.max(250, Math.floor(config.ackWaitMs / 3)),

@@ -11,10 +11,16 @@
  * - a partially duplicate batch stores and publishes only its new events (the seed saved but never published);
  * - a failing batch is retried as the same batch, in the same order, with backoff, kept alive with working().
  *
- * Two stages overlap: while batch N is being published to TRADING and acked, batch N+1 is decoded, filtered
- * and committed (its numbers follow N's, already committed). Publishing stays strictly in order: N+1 is only
- * published once N is confirmed. Any failure drains the pipeline and falls back to recover + one batch at a
- * time, so the outcome is the same as the plain loop's, only faster.
+ * Three stages overlap: while batch N is being published to TRADING and acked, batch N+1 is committed (its
+ * numbers follow N's, already committed), and while N+1's append statement runs, batch N+2 is taken, decoded and
+ * filtered (a read on a pool connection sees everything committed up to N; N+1's referenceIds and keys are
+ * checked in memory; the unique constraints stay the second filter). Numbering and committing stay strictly one
+ * batch after the other, and publishing strictly in order: N+1 is only published once N is confirmed. Any
+ * failure drains the pipeline and falls back to recover + one batch at a time (filtered afresh), so the outcome
+ * is the same as the plain loop's, only faster.
+ *
+ * Batches form from whatever is buffered: a lone order is sequenced at once, and during a backlog a batch takes
+ * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck).
  */
 
 import type { EventStore, RejectedMessage, StoredEvent } from "../adapters/db/event-store.ts";
@@ -28,6 +34,11 @@ import { backoffDelay, sleep } from "./backoff.ts";
 export type SequencerOptions = {
   batchSize: number;
   /**
+   * Most messages taken in one batch when more than batchSize are already buffered (a backlog). Bigger batches
+   * drain faster and cost memory; defaults to batchSize.
+   */
+  maxBatchSize?: number;
+  /**
    * While a batch is in hand (a slow commit, a retry), tell the server every this many ms that we are still
    * working on it, so it is not redelivered after ack_wait. A third of ack_wait is a safe choice.
    */
@@ -40,6 +51,20 @@ export type SequencerOptions = {
 
 /** A committed batch whose publish-and-ack may still be running; `release` stops its keep-alive. */
 type InFlight = { batch: readonly IntakeMessage[]; done: Promise<void>; release(): void };
+
+/** A batch decoded and filtered against the log, ready to be numbered. */
+type Prepared = {
+  valid: IntakeEvent[];
+  rejected: RejectedMessage[];
+  isStored(referenceId: bigint): boolean;
+  isKeyStored(idempotencyKey: string): boolean;
+};
+
+/** A batch taken from the source whose decode and filter may still be running. */
+type Taken = { batch: readonly IntakeMessage[]; prepared: Promise<Prepared>; release(): void };
+
+/** What the batch being committed stores: the next batch's filter counts these as stored already. */
+type Committing = { references: ReadonlySet<bigint>; idempotencyKeys: ReadonlySet<string> };
 
 export class TradingAheadError extends Error {
   override readonly name = "TradingAheadError";
@@ -96,35 +121,81 @@ export class Sequencer {
   async run(signal: AbortSignal): Promise<void> {
     await this.retrying(signal, () => this.recover());
     let inFlight: InFlight | null = null;
+    const lookahead: { taken: Taken | null } = { taken: null }; // set while a commit runs
     while (!signal.aborted) {
-      // With a publish in flight, do not sit idle waiting for a new batch: finish the publish first.
-      const batch = await this.source.next(this.options.batchSize, inFlight ? 0 : this.options.fetchWaitMs);
-      if (batch.length === 0) {
-        if (inFlight) {
-          const previous: typeof inFlight = inFlight;
-          inFlight = null;
-          await this.settle(signal, [previous]);
+      let current = lookahead.taken;
+      lookahead.taken = null;
+      if (!current) {
+        // With a publish in flight, do not sit idle waiting for a new batch: finish the publish first.
+        const batch = await this.source.next(this.maxBatchSize, inFlight ? 0 : this.options.fetchWaitMs);
+        if (batch.length === 0) {
+          if (inFlight) {
+            const previous: typeof inFlight = inFlight;
+            inFlight = null;
+            await this.settle(signal, [previous]);
+          }
+          continue;
         }
-        continue;
+        current = this.take(batch, null);
       }
-      const release = this.keepAlive(batch);
       try {
-        const committed = await this.commit(batch);
+        const committed = await this.commit(current.batch, await current.prepared, async (committing) => {
+          // While the append statement runs: take what is buffered, decode it and filter it.
+          if (signal.aborted) return;
+          const next = await this.source.next(this.maxBatchSize, 0);
+          if (next.length > 0) lookahead.taken = this.take(next, committing);
+        });
         if (inFlight) await inFlight.done; // TRADING order: the previous batch first
         inFlight?.release();
-        inFlight = { batch, done: this.publishAndAck(committed, batch), release };
+        inFlight = {
+          batch: current.batch,
+          done: this.publishAndAck(committed, current.batch),
+          release: current.release,
+        };
         inFlight.done.catch(() => {}); // observed when awaited; never an unhandled rejection meanwhile
       } catch (error) {
-        // Something failed in this batch's commit or the previous batch's publish. Drain and redo both the safe
-        // way: recover (head from the database, TRADING caught up), then one batch at a time.
+        // Something failed in this batch's filter or commit, or the previous batch's publish. Drain and redo all
+        // of them the safe way: recover (head from the database, TRADING caught up), then one batch at a time.
         this.noteFailure(error, 0);
-        const pending = [...(inFlight ? [inFlight] : []), { batch, done: Promise.resolve(), release }];
+        const ahead = lookahead.taken;
+        const pending = [
+          ...(inFlight ? [inFlight] : []),
+          this.entry(current),
+          ...(ahead ? [this.entry(ahead)] : []),
+        ];
         inFlight = null;
+        lookahead.taken = null;
         await this.redo(signal, pending);
       }
     }
     if (inFlight) await this.settle(signal, [inFlight]);
-    // On shutdown mid-retry a batch stays unacked: the source hands it back and the next sequencer filters it.
+    // On shutdown mid-retry (or with a batch taken ahead) a batch stays unacked: the source hands it back and the
+    // next sequencer filters it.
+    const ahead = lookahead.taken;
+    if (ahead) {
+      await ahead.prepared.catch(() => {});
+      ahead.release();
+    }
+  }
+
+  private get maxBatchSize(): number {
+    return Math.max(this.options.batchSize, this.options.maxBatchSize ?? this.options.batchSize);
+  }
+
+  /** Keeps a new batch alive and starts its decode and filter (against the log, and `committing` if given). */
+  private take(batch: readonly IntakeMessage[], committing: Committing | null): Taken {
+    const prepared = this.prepare(batch, committing);
+    prepared.catch(() => {}); // observed when awaited
+    return { batch, prepared, release: this.keepAlive(batch) };
+  }
+
+  /** A taken batch as a pipeline entry to redo: "done" once nothing of ours runs for it any more. */
+  private entry(taken: Taken): InFlight {
+    return {
+      batch: taken.batch,
+      done: taken.prepared.then(() => {}),
+      release: taken.release,
+    };
   }
 
   /** Waits for an in-flight publish; on failure redoes its batch safely. */
@@ -195,38 +266,84 @@ export class Sequencer {
 
   /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
   async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
-    await this.publishAndAck(await this.commit(batch), batch);
+    await this.publishAndAck(await this.commit(batch, await this.prepare(batch, null)), batch);
   }
 
-  /** Decode, filter, number and store one batch in one transaction; returns what TRADING must receive. */
-  private async commit(batch: readonly IntakeMessage[]): Promise<TradingRecord[]> {
+  /**
+   * Decodes a batch and finds which of its events are already stored. `committing` is the batch whose append
+   * statement may still be running (a read cannot see it yet): its events count as stored. That is only right
+   * if it commits; if it fails, the pipeline is drained and every batch is prepared again from scratch.
+   */
+  private async prepare(batch: readonly IntakeMessage[], committing: Committing | null): Promise<Prepared> {
     const valid: IntakeEvent[] = [];
     const rejected: RejectedMessage[] = [];
+    const references: bigint[] = [];
+    const keys: string[] = [];
     for (const msg of batch) {
       const decoded = decodeIntakeEvent(msg.data);
-      if (decoded.ok) valid.push(decoded.event);
-      else rejected.push(this.rejection(msg, decoded.reason));
+      if (decoded.ok) {
+        valid.push(decoded.event);
+        references.push(decoded.event.referenceId);
+        if (decoded.event.idempotencyKey !== undefined) keys.push(decoded.event.idempotencyKey);
+      } else rejected.push(this.rejection(msg, decoded.reason));
     }
+    const stored = await this.store.findStored(references, keys);
+    if (committing === null) {
+      return {
+        valid,
+        rejected,
+        isStored: (id) => stored.references.has(id),
+        isKeyStored: (key) => stored.idempotencyKeys.has(key),
+      };
+    }
+    return {
+      valid,
+      rejected,
+      isStored: (id) => stored.references.has(id) || committing.references.has(id),
+      isKeyStored: (key) => stored.idempotencyKeys.has(key) || committing.idempotencyKeys.has(key),
+    };
+  }
 
-    const keys = valid.flatMap((event) => (event.idempotencyKey === undefined ? [] : [event.idempotencyKey]));
-    const stored = await this.store.findStored(
-      valid.map((event) => event.referenceId),
-      keys,
-    );
+  /**
+   * Numbers a prepared batch after the head and stores it in one statement; returns what TRADING must receive.
+   * `meanwhile` runs while the statement commits (the pipeline's look-ahead); it is told what this batch stores.
+   */
+  private async commit(
+    batch: readonly IntakeMessage[],
+    prepared: Prepared,
+    meanwhile?: (committing: Committing) => Promise<void>,
+  ): Promise<TradingRecord[]> {
+    const { rejected } = prepared;
     const result = sequenceBatch(
       this.head,
-      valid,
-      (id) => stored.references.has(id),
+      prepared.valid,
+      prepared.isStored,
       this.now().toISOString(),
-      (key) => stored.idempotencyKeys.has(key),
+      prepared.isKeyStored,
     );
-    const toStore: StoredEvent[] = result.sequenced.map((event) => ({
-      event,
-      payload: encodeSequencedEvent(event),
-    }));
+    const toStore: StoredEvent[] = new Array(result.sequenced.length);
+    const records: TradingRecord[] = new Array(result.sequenced.length);
+    const references = new Set<bigint>();
+    const keys = new Set<string>();
+    result.sequenced.forEach((event, i) => {
+      const payload = encodeSequencedEvent(event);
+      toStore[i] = { event, payload };
+      records[i] = { sequenceId: event.sequenceId, type: event.type, payload };
+      references.add(event.referenceId);
+      if (event.idempotencyKey !== undefined) keys.add(event.idempotencyKey);
+    });
 
     const started = performance.now();
-    await this.store.append(toStore, rejected);
+    const appending = this.store.append(toStore, rejected);
+    if (meanwhile) {
+      try {
+        await meanwhile({ references, idempotencyKeys: keys });
+      } finally {
+        await appending; // never leave the statement running behind an error
+      }
+    } else {
+      await appending;
+    }
     this.head = result.head;
     this.failpoint("after-commit");
     this.observer.batch({
@@ -239,7 +356,7 @@ export class Sequencer {
     for (const r of rejected) {
       this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
     }
-    return toStore.map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload }));
+    return records;
   }
 
   /** Publish a committed batch to TRADING (in order, confirmed), then ack its intake messages. */

@@ -29,9 +29,10 @@ describe("loadConfig defaults", () => {
       streamReplicas: 1,
       publishTimeoutMs: 5_000,
       batchSize: 1000,
+      maxBatchSize: 1000,
       fetchWaitMs: 1_000,
       ackWaitMs: 30_000,
-      maxAckPending: 4_000,
+      maxAckPending: 3_000,
       bodyLimitBytes: 16_384,
       logLevel: "info",
       failpoint: undefined,
@@ -61,6 +62,14 @@ describe("loadConfig defaults", () => {
 });
 
 describe("loadConfig valid values", () => {
+  test("the backlog batch size defaults to the batch size", () => {
+    expect(loadConfig({ SEQUENCER_BATCH_SIZE: "4000" }).maxBatchSize).toBe(4000);
+    expect(loadConfig({ SEQUENCER_BATCH_SIZE: "10", SEQUENCER_MAX_BATCH_SIZE: "2500" }).maxBatchSize).toBe(
+      2_500,
+    );
+    expect(loadConfig({ SEQUENCER_BATCH_SIZE: "10", SEQUENCER_MAX_BATCH_SIZE: "10" }).maxBatchSize).toBe(10);
+  });
+
   test("reads every variable", () => {
     const config = loadConfig({
       PORT: "8080",
@@ -73,6 +82,7 @@ describe("loadConfig valid values", () => {
       DUPLICATE_WINDOW: "5m",
       PUBLISH_TIMEOUT: "250ms",
       SEQUENCER_BATCH_SIZE: "5000",
+      SEQUENCER_MAX_BATCH_SIZE: "8000",
       SEQUENCER_FETCH_WAIT: "10ms",
       SEQUENCER_ACK_WAIT: "1h",
       SEQUENCER_MAX_ACK_PENDING: "1",
@@ -92,6 +102,7 @@ describe("loadConfig valid values", () => {
       streamReplicas: 1,
       publishTimeoutMs: 250,
       batchSize: 5000,
+      maxBatchSize: 8000,
       fetchWaitMs: 10,
       ackWaitMs: 3_600_000,
       maxAckPending: 1,
@@ -154,6 +165,9 @@ describe("loadConfig rejects bad values with a ConfigError naming the variable",
     ["PUBLISH_TIMEOUT", "2m"],
     ["SEQUENCER_BATCH_SIZE", "0"],
     ["SEQUENCER_BATCH_SIZE", "5001"],
+    ["SEQUENCER_MAX_BATCH_SIZE", "0"],
+    ["SEQUENCER_MAX_BATCH_SIZE", "20001"],
+    ["SEQUENCER_MAX_BATCH_SIZE", "999"],
     ["SEQUENCER_FETCH_WAIT", "5ms"],
     ["SEQUENCER_ACK_WAIT", "2h"],
     ["SEQUENCER_MAX_ACK_PENDING", "0"],

@@ -1,7 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import Decimal from "decimal.js";
 import fc from "fast-check";
-import { type DecimalRule, PRICE_RULE, parsePositiveDecimal, QUANTITY_RULE } from "../../src/domain/money.ts";
+import {
+  AMOUNT_RULE,
+  type DecimalRule,
+  PRICE_RULE,
+  parsePositiveDecimal,
+  parsePositiveDecimalFast,
+  QUANTITY_RULE,
+} from "../../src/domain/money.ts";
 
 function accepted(input: unknown, rule: DecimalRule = PRICE_RULE): string {
   const result = parsePositiveDecimal(input, rule);
@@ -209,6 +216,86 @@ describe("parsePositiveDecimal properties", () => {
         const result = parsePositiveDecimal(input, QUANTITY_RULE);
         if (typeof input !== "string") expect(result.ok).toBe(false);
       }),
+    );
+  });
+});
+
+describe("parsePositiveDecimalFast (the sequencer's decode path) agrees with parsePositiveDecimal (decimal.js)", () => {
+  const rules: DecimalRule[] = [PRICE_RULE, QUANTITY_RULE, AMOUNT_RULE, { maxScale: 2, maxIntegerDigits: 3 }];
+  const agree = (input: unknown) => {
+    for (const rule of rules)
+      expect(parsePositiveDecimalFast(input, rule)).toEqual(parsePositiveDecimal(input, rule));
+  };
+
+  test.each<[unknown]>([
+    ["1"],
+    ["0"],
+    ["0.0"],
+    ["00"],
+    ["1."],
+    [".5"],
+    ["1.50"],
+    ["1.500000000"],
+    ["0.000000001"],
+    ["0.00000001"],
+    ["999999999999.99999999"],
+    ["1000000000000"],
+    ["1000000000000.0"],
+    ["999.999"],
+    ["1000"],
+    ["0.100"],
+    ["10.00000000"],
+    ["1e5"],
+    ["-1"],
+    ["+1"],
+    ["1\n"],
+    [" 1"],
+    ["1.2.3"],
+    [""],
+    ["١"],
+    ["1".repeat(10_000)],
+    [`0.${"0".repeat(100)}1`],
+    [`1.${"0".repeat(100)}`],
+    [`1.${"0".repeat(30)}`],
+    [`0.${"0".repeat(30)}`],
+    [1.5],
+    [null],
+    [undefined],
+    [new String("1")],
+  ])("%p", (input) => agree(input));
+
+  test("property: decimal-shaped strings (digits, points, zeros, signs, exponents), every rule", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.stringMatching(/^[0-9]{0,20}(\.[0-9]{0,20})?$/),
+          fc.stringMatching(/^(0|[1-9][0-9]{0,16})\.[0-9]{0,10}0{0,40}$/),
+          fc.stringMatching(/^0{0,3}[0-9]{0,3}(\.0{0,12}[0-9]{0,3}0{0,5})?$/),
+          fc.stringMatching(/^[-+0-9.eE ]{0,25}$/),
+        ),
+        (input) => agree(input),
+      ),
+      { numRuns: 5000 },
+    );
+  });
+
+  test("property: valid decimals, with and without padding zeros", () => {
+    fc.assert(
+      fc.property(validDecimal, fc.integer({ min: 0, max: 40 }), (input, zeros) => {
+        agree(input);
+        agree(input.includes(".") ? input + "0".repeat(zeros) : `${input}.${"0".repeat(zeros + 1)}`);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("property: arbitrary strings and values", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string(), fc.string({ unit: "grapheme-ascii", maxLength: 80 }), fc.anything()),
+        (input) => agree(input),
+      ),
+      { numRuns: 2000 },
     );
   });
 });

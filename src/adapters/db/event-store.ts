@@ -38,39 +38,43 @@ function toIso(timestamp: string): string {
 }
 
 /**
- * One multi-row INSERT from column arrays (unnest): a fixed handful of parameters for any batch size, so neither
- * the driver nor Postgres pays per-row statement building. A batch shares one sequencedAt, and previous_id is
- * derived in SQL from sequence_id (the check constraint holds it to that anyway). Timestamps travel as text:
- * Drizzle's postgres.js setup passes timestamptz[] values through unserialized.
+ * One multi-row INSERT from a single JSON parameter (json_to_recordset): one parameter for any batch size, so
+ * neither the driver nor Postgres pays per-row statement building, and the rows are serialized by the native
+ * JSON.stringify instead of the driver escaping every element of seven text[] arrays (the payloads are long and
+ * full of quotes). Ids travel as JSON strings, so no 64-bit value is rounded through a JS number. A batch shares
+ * one sequencedAt, and previous_id is derived in SQL from sequence_id (the check constraint holds it to that).
  */
 function insertBatch(batch: readonly StoredEvent[]) {
-  const n = batch.length;
-  const seq = new Array<string>(n);
-  const ref = new Array<string>(n);
-  const type = new Array<string>(n);
-  const user = new Array<string>(n);
-  const key = new Array<string | null>(n);
-  const payload = new Array<string>(n);
-  const created = new Array<string>(n);
-  batch.forEach(({ event, payload: text }, i) => {
-    seq[i] = event.sequenceId.toString();
-    ref[i] = event.referenceId.toString();
-    type[i] = event.type;
-    user[i] = ownerOf(event).toString();
-    key[i] = event.idempotencyKey ?? null;
-    payload[i] = text;
-    created[i] = event.createdAt;
-  });
+  const rows = new Array<EventRow>(batch.length);
+  for (let i = 0; i < batch.length; i++) {
+    const { event, payload } = batch[i] as StoredEvent;
+    rows[i] = {
+      s: event.sequenceId.toString(),
+      r: event.referenceId.toString(),
+      t: event.type,
+      u: ownerOf(event).toString(),
+      k: event.idempotencyKey ?? null,
+      p: payload,
+      c: event.createdAt,
+    };
+  }
   const sequencedAt = batch[0]?.event.sequencedAt;
   return sql`
     insert into events
       (sequence_id, previous_id, reference_id, type, user_id, idempotency_key, payload, created_at, sequenced_at)
-    select s, s - 1, r, t, u, k, p, c::timestamptz, ${sequencedAt}::timestamptz
-    from unnest(${sql.param(seq)}::bigint[], ${sql.param(ref)}::bigint[], ${sql.param(type)}::text[],
-                ${sql.param(user)}::bigint[], ${sql.param(key)}::text[], ${sql.param(payload)}::text[],
-                ${sql.param(created)}::text[]) as x(s, r, t, u, k, p, c)
+    select s, s - 1, r, t, u, k, p, c, ${sequencedAt}::timestamptz
+    from json_to_recordset(${sql.param(JSON.stringify(rows))}::json)
+      as x(s bigint, r bigint, t text, u bigint, k text, p text, c timestamptz)
     where (select held from fence)
     returning 1`;
+}
+
+/** One events row as it travels in the insert's JSON parameter. */
+type EventRow = { s: string; r: string; t: string; u: string; k: string | null; p: string; c: string };
+
+/** A bigint[] literal: decimal digits need no quoting or escaping, so this is the whole encoding. */
+function bigintArray(ids: readonly bigint[]): string {
+  return `{${ids.join(",")}}`;
 }
 
 function insertRejected(rejected: readonly RejectedMessage[]) {
@@ -93,9 +97,16 @@ function insertRejected(rejected: readonly RejectedMessage[]) {
 export type WriteFence = { holds: SQL; refused(): Error };
 
 export class DrizzleEventStore implements EventStore {
+  /**
+   * @param db every write (and head) goes through it: the writer's fenced session in the sequencer.
+   * @param reader the duplicate filter's reads (default `db`): a pool, so that the next batch's filter can run
+   * while the writer's connection commits the current batch. A read sees every batch committed before it starts;
+   * the sequencer checks the batch still being committed itself, and the unique constraints stay the second filter.
+   */
   constructor(
     private readonly db: Db,
     private readonly fence?: WriteFence,
+    private readonly reader: Db = db,
   ) {}
 
   async head(): Promise<Head> {
@@ -115,7 +126,7 @@ export class DrizzleEventStore implements EventStore {
     if (referenceIds.length === 0) return { references: new Set(), idempotencyKeys: new Set() };
     // One array parameter per list (not one parameter per id): the statement stays the same size whatever the
     // batch, and ids travel as text so no driver rounds a 64-bit value through a JS number.
-    const refs = sql.param(referenceIds.map(String));
+    const refs = sql.param(bigintArray(referenceIds));
     const keys = sql.param([...idempotencyKeys]);
     // Two index lookups glued by UNION ALL (an OR across two columns would not use either index).
     const byKey =
@@ -123,7 +134,7 @@ export class DrizzleEventStore implements EventStore {
         ? sql``
         : sql` union all select reference_id::text, idempotency_key from events where idempotency_key = any(${keys}::text[])`;
     const rows = rowsOf<{ reference_id: string; idempotency_key: string | null }>(
-      await this.db.execute(sql`
+      await this.reader.execute(sql`
         select reference_id::text as reference_id, idempotency_key from events
         where reference_id = any(${refs}::bigint[])${byKey}`),
     );

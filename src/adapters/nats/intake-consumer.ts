@@ -18,7 +18,10 @@ export type IntakeMessage = {
 };
 
 export interface IntakeSource {
-  /** Waits up to waitMs for at least one message, then returns up to `max` buffered messages, oldest first. */
+  /**
+   * Waits up to waitMs for at least one message, then returns up to `max` buffered messages, oldest first.
+   * With waitMs ≤ 0 it only takes what is buffered (possibly nothing) and does not wait at all.
+   */
   next(max: number, waitMs: number): Promise<IntakeMessage[]>;
   close(): Promise<void>;
 }
@@ -63,6 +66,7 @@ export class JetStreamIntakeSource implements IntakeSource {
 
   async next(max: number, waitMs: number): Promise<IntakeMessage[]> {
     if (this.buffer.length === 0) {
+      if (waitMs <= 0) return [];
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, waitMs);
         this.wake = () => {

@@ -1,0 +1,153 @@
+/**
+ * The sequencer's pipeline with in-memory fakes: the next batch is filtered while the current one commits
+ * (its read cannot see the batch being committed), and a failed commit makes every batch in hand start again
+ * from scratch. The store enforces unique referenceIds like the database, so a missed duplicate would throw.
+ */
+import { describe, expect, test } from "bun:test";
+import type { EventStore, RejectedMessage, StoredEvent } from "../../src/adapters/db/event-store.ts";
+import type { IntakeMessage, IntakeSource } from "../../src/adapters/nats/intake-consumer.ts";
+import type { TradingLog, TradingRecord } from "../../src/adapters/nats/trading-publisher.ts";
+import { Sequencer } from "../../src/app/sequencer.ts";
+import { encodeIntakeEvent } from "../../src/domain/events.ts";
+import { EMPTY_HEAD, type Head } from "../../src/domain/sequencing.ts";
+import { createLogger } from "../../src/logger.ts";
+
+const encoder = new TextEncoder();
+
+function order(referenceId: bigint): Uint8Array {
+  return encoder.encode(
+    encodeIntakeEvent({
+      referenceId,
+      type: "CREATE_ORDER",
+      createdAt: "2026-01-01T00:00:00.000Z",
+      userId: 1n,
+      orderId: referenceId + 1000n,
+      direction: "BUY",
+      price: "1.50",
+      quantity: "2",
+    }),
+  );
+}
+
+/** Hands out scripted batches, one per `next` call, and records acks. */
+class ScriptedSource implements IntakeSource {
+  readonly acked: number[] = [];
+  private seq = 0;
+  constructor(private readonly batches: bigint[][]) {}
+  async next(_max: number, waitMs: number): Promise<IntakeMessage[]> {
+    const refs = this.batches.shift();
+    if (!refs) {
+      if (waitMs > 0) await Bun.sleep(Math.min(waitMs, 5));
+      return [];
+    }
+    return refs.map((ref) => {
+      const seq = ++this.seq;
+      return {
+        seq,
+        subject: "sequence.create_order",
+        data: order(ref),
+        ack: () => this.acked.push(seq),
+        working() {},
+      };
+    });
+  }
+  async close(): Promise<void> {}
+}
+
+/** Commits slowly; a read sees only what has committed; unique referenceIds like the real table. */
+class SlowStore implements EventStore {
+  readonly rows: StoredEvent[] = [];
+  appends = 0;
+  failAppend: number | null = null;
+  async head(): Promise<Head> {
+    const last = this.rows[this.rows.length - 1];
+    return last ? { sequenceId: last.event.sequenceId, sequencedAt: last.event.sequencedAt } : EMPTY_HEAD;
+  }
+  async findStored(referenceIds: readonly bigint[], keys: readonly string[]) {
+    const refs = new Set(this.rows.map((row) => row.event.referenceId));
+    const storedKeys = new Set(this.rows.flatMap((row) => row.event.idempotencyKey ?? []));
+    return {
+      references: new Set(referenceIds.filter((id) => refs.has(id))),
+      idempotencyKeys: new Set(keys.filter((key) => storedKeys.has(key))),
+    };
+  }
+  async append(batch: readonly StoredEvent[], _rejected: readonly RejectedMessage[]): Promise<void> {
+    const attempt = ++this.appends;
+    await Bun.sleep(20); // the next batch is prepared meanwhile
+    if (attempt === this.failAppend) throw new Error("connection lost mid-commit");
+    const refs = new Set(this.rows.map((row) => row.event.referenceId));
+    for (const row of batch) {
+      if (refs.has(row.event.referenceId)) throw new Error(`unique violation: ${row.event.referenceId}`);
+      const expected = BigInt(this.rows.length + 1);
+      if (row.event.sequenceId !== expected) throw new Error(`gap: ${row.event.sequenceId} != ${expected}`);
+      this.rows.push(row);
+      refs.add(row.event.referenceId);
+    }
+  }
+  async readAfter(after: bigint, limit: number) {
+    return this.rows
+      .filter((row) => row.event.sequenceId > after)
+      .slice(0, limit)
+      .map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload }));
+  }
+  async find() {
+    return null;
+  }
+}
+
+class MemoryTrading implements TradingLog {
+  readonly records: TradingRecord[] = [];
+  async lastSequence(): Promise<bigint> {
+    return BigInt(this.records.length);
+  }
+  async append(records: readonly TradingRecord[]): Promise<void> {
+    for (const record of records) {
+      if (record.sequenceId !== BigInt(this.records.length + 1)) throw new Error("out of order");
+      this.records.push(record);
+    }
+  }
+}
+
+async function runUntil(sequencer: Sequencer, done: () => boolean): Promise<void> {
+  const abort = new AbortController();
+  const running = sequencer.run(abort.signal);
+  const deadline = Date.now() + 10_000;
+  while (!done() && Date.now() < deadline) await Bun.sleep(5);
+  abort.abort();
+  await running;
+}
+
+function sequencerOver(source: IntakeSource, store: EventStore, trading: TradingLog): Sequencer {
+  return new Sequencer(
+    source,
+    store,
+    trading,
+    { batchSize: 10, fetchWaitMs: 10, catchUpPageSize: 100, keepAliveMs: 1_000 },
+    createLogger({ test: true }, "silent"),
+  );
+}
+
+describe("sequencer pipeline", () => {
+  test("a repeat of an event in the batch still committing is dropped, not stored twice", async () => {
+    // Batch 2 is taken and filtered while batch 1 commits: its read cannot see 1n and 2n yet.
+    const source = new ScriptedSource([[1n, 2n, 3n], [2n, 4n, 1n], [5n, 4n], [6n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading), () => source.acked.length === 9);
+    expect(store.rows.map((row) => row.event.referenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(store.appends).toBe(4);
+    expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  test("a failed commit redoes the batch and the one filtered against it, from scratch", async () => {
+    const source = new ScriptedSource([[1n, 2n], [2n, 3n], [4n]]);
+    const store = new SlowStore();
+    store.failAppend = 1; // batch 1's statement fails after batch 2 was filtered against it
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading), () => source.acked.length === 5);
+    expect(store.rows.map((row) => row.event.referenceId)).toEqual([1n, 2n, 3n, 4n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n]);
+    expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
+  });
+});
