@@ -5,6 +5,7 @@
  * While the connection is down it refuses at once instead of letting nats.js buffer the message: a buffered
  * publish would be sent after reconnecting, and an order the client was told failed (503) would then trade.
  */
+import { setImmediate } from "node:timers";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { encodeIntakeEvent, type IntakeEvent, subjectToken } from "../../domain/events.ts";
 import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
@@ -25,9 +26,32 @@ export class JetStreamIntakePublisher implements IntakePublisher {
     private readonly onPublished: (seconds: number) => void = () => {},
   ) {}
 
+  /** Publishes waiting for the end of this event-loop turn (see `publish`). */
+  private waiting: (() => void)[] = [];
+
+  /**
+   * Resolves at the end of the current event-loop turn, together with every other publish started in it. nats.js
+   * writes what was queued in one microtask burst with one socket write; without this gathering, requests that
+   * arrive in one turn each cost a write of their own, and those writes were a third of the API's CPU under load
+   * (docs/performance.md). The wait is one turn of the loop, not a timer.
+   */
+  private endOfTurn(): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      if (this.waiting.length > 1) return;
+      setImmediate(() => {
+        const ready = this.waiting;
+        this.waiting = [];
+        for (const go of ready) go();
+      });
+    });
+  }
+
   async publish(event: IntakeEvent): Promise<void> {
     if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
     const started = performance.now();
+    await this.endOfTurn();
+    if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
     await this.js.publish(`${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`, encodeIntakeEvent(event), {
       msgID: event.referenceId.toString(),
       expect: { streamName: INTAKE_STREAM },
