@@ -101,9 +101,9 @@ export async function servePgliteOverWire(
       void pump();
     });
 
+  /** Runs once every unit of the closed client has run (see "close" below), so none of its units still waits. */
   const release = async (client: Socket) => {
     clients.delete(client);
-    for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i]?.client === client) waiting.splice(i, 1);
     if (owner !== client) return;
     // It left inside a transaction: end it as PostgreSQL would when a session ends.
     waiting.unshift({

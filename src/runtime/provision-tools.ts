@@ -92,14 +92,20 @@ export function planInstall(pkg: SystemPackage, host: HostFacts): InstallPlan {
   return { kind: "impossible", reason: "there is no apt-get or Homebrew to install it with" };
 }
 
-/** Where package managers put executables; searched after an install even when PATH lacks them. */
-const WELL_KNOWN_BIN_DIRS = [
+/**
+ * Where package managers put executables (Debian's nats-server lands in /usr/sbin): searched after an install even
+ * when PATH lacks them, and added to the package manager's own PATH so it finds its helpers (dpkg, ldconfig).
+ */
+const SYSTEM_BIN_DIRS = [
+  "/usr/local/sbin",
   "/usr/local/bin",
+  "/usr/sbin",
   "/usr/bin",
-  "/usr/sbin", // Debian's nats-server package installs here
+  "/sbin",
+  "/bin",
   "/opt/homebrew/bin",
   "/home/linuxbrew/.linuxbrew/bin",
-];
+].join(delimiter);
 
 /** Absolute path of `name` on `searchPath`, or null. */
 export function findOnPath(name: string, searchPath: string = process.env.PATH ?? ""): string | null {
@@ -111,13 +117,6 @@ export function findOnPath(name: string, searchPath: string = process.env.PATH ?
   return null;
 }
 
-function commandWorks(argv: readonly string[]): boolean {
-  const [cmd, ...args] = argv;
-  if (cmd === undefined) return false;
-  const r = spawnSync(cmd, args, { stdio: "ignore", timeout: 10_000 });
-  return r.status === 0;
-}
-
 export function hostFacts(): HostFacts {
   const hasSudo = findOnPath("sudo") !== null;
   return {
@@ -126,7 +125,8 @@ export function hostFacts(): HostFacts {
     hasAptGet: findOnPath("apt-get") !== null,
     hasBrew: findOnPath("brew") !== null,
     hasSudo,
-    sudoWithoutPassword: hasSudo && commandWorks(["sudo", "-n", "true"]),
+    sudoWithoutPassword:
+      hasSudo && spawnSync("sudo", ["-n", "true"], { stdio: "ignore", timeout: 10_000 }).status === 0,
   };
 }
 
@@ -146,13 +146,9 @@ export const STDERR_LOG: ProvisionLog = {
 function runPlan(plan: Extract<InstallPlan, { kind: "install" }>): string | null {
   const run = (argv: readonly string[]) => {
     const [cmd, ...args] = argv as [string, ...string[]];
-    // Package managers live in sbin on some systems; make sure they can find their helpers (dpkg, ldconfig).
-    const path = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].join(
-      delimiter,
-    );
     const r = spawnSync(cmd, args, {
       encoding: "utf8",
-      env: { ...process.env, PATH: path },
+      env: { ...process.env, PATH: `${process.env.PATH ?? ""}${delimiter}${SYSTEM_BIN_DIRS}` },
       timeout: 900_000,
     });
     if (r.status === 0) return null;
@@ -165,17 +161,17 @@ function runPlan(plan: Extract<InstallPlan, { kind: "install" }>): string | null
 }
 
 /**
- * Installs `pkg` through the package manager when `present()` is false, printing one line with what it does and how
- * long it took; returns `locate()` afterwards. Throws ProvisionError (one line, `advice` appended) when it cannot or
- * the install fails.
+ * Returns `find()` when it finds `pkg`; else installs it through the package manager, printing one line with what
+ * it does and how long it took, and returns what `findAfterInstall()` (default `find()`) finds then. Throws
+ * ProvisionError (one line, `advice` appended) when it cannot install or the install fails.
  */
 export function installIfMissing<T>(
   pkg: SystemPackage,
-  checks: { present(): boolean; locate(): T | null },
+  lookup: { find(): T | null; findAfterInstall?(): T | null },
   advice: string,
   options: { host?: HostFacts; log?: ProvisionLog } = {},
 ): T {
-  const found = checks.present() ? checks.locate() : null;
+  const found = lookup.find();
   if (found !== null) return found;
   const plan = planInstall(pkg, options.host ?? hostFacts());
   if (plan.kind === "impossible") {
@@ -190,7 +186,7 @@ export function installIfMissing<T>(
     log.end(`failed after ${seconds} s`);
     throw new ProvisionError(`installing ${pkg.binary} with ${plan.manager} failed (${failure}): ${advice}`);
   }
-  const installed = checks.locate();
+  const installed = (lookup.findAfterInstall ?? lookup.find)();
   if (installed === null) {
     log.end(`failed after ${seconds} s`);
     throw new ProvisionError(`${plan.manager} ran but ${pkg.binary} is still not to be found: ${advice}`);
@@ -212,9 +208,9 @@ export function ensureNatsServer(options: { host?: HostFacts; log?: ProvisionLog
   return installIfMissing(
     NATS_SERVER,
     {
-      present: () => findOnPath(NATS_SERVER.binary) !== null,
-      locate: () =>
-        findOnPath(NATS_SERVER.binary) ?? findOnPath(NATS_SERVER.binary, WELL_KNOWN_BIN_DIRS.join(delimiter)),
+      find: () => findOnPath(NATS_SERVER.binary),
+      findAfterInstall: () =>
+        findOnPath(NATS_SERVER.binary) ?? findOnPath(NATS_SERVER.binary, SYSTEM_BIN_DIRS),
     },
     NATS_ADVICE,
     options,
@@ -268,12 +264,7 @@ export function ensurePostgresBinDir(
   options: { host?: HostFacts; log?: ProvisionLog } = {},
 ): { dir: string } | { unavailable: string } {
   try {
-    const dir = installIfMissing(
-      POSTGRESQL,
-      { present: () => findPostgresBinDir() !== null, locate: findPostgresBinDir },
-      POSTGRES_ADVICE,
-      options,
-    );
+    const dir = installIfMissing(POSTGRESQL, { find: findPostgresBinDir }, POSTGRES_ADVICE, options);
     return { dir };
   } catch (error) {
     if (error instanceof ProvisionError) return { unavailable: error.message };

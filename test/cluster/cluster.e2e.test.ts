@@ -31,7 +31,6 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { killWithParent } from "../../src/runtime/local-services.ts";
 import {
   AUTH_SECRET,
-  CLI,
   checkGuarantees,
   disallowedAnswers,
   LoadGenerator,
@@ -46,6 +45,7 @@ import {
   syncState,
   until,
 } from "../fault/harness.ts";
+import { cliToken } from "../support/cli.ts";
 import { freePort, getPostgres } from "../support/services.ts";
 import { NatsCluster } from "./nats-cluster.ts";
 
@@ -56,22 +56,6 @@ const STREAMS = ["SEQUENCE", "TRADING"] as const;
 
 const log = (msg: string, fields: Record<string, unknown> = {}) =>
   console.log(`[cluster] ${msg}${Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : ""}`);
-
-/** `sequencer token --user <id>`: only the JWT on stdout. */
-async function token(env: Record<string, string>, userId: string): Promise<string> {
-  const proc = Bun.spawn([process.execPath, CLI, "token", "--user", userId], {
-    env,
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  if (code !== 0) throw new Error(`token --user ${userId} failed (${code}): ${err}`);
-  return out.trim();
-}
 
 /** Starts a service process that is SIGKILLed by a watchdog should this test process die first. */
 function launch(service: ServiceProcess): ServiceProcess {
@@ -230,7 +214,7 @@ describe("3-node JetStream cluster: SIGKILL of the SEQUENCE leader under load", 
     const consumer = await jsm.consumers.info("SEQUENCE", "sequencer");
     expect((consumer.cluster?.replicas?.length ?? 0) + 1).toBe(3);
 
-    const tokens = new Map(await Promise.all(USERS.map(async (u) => [u, await token(env, u)] as const)));
+    const tokens = new Map(await Promise.all(USERS.map(async (u) => [u, await cliToken(env, u)] as const)));
     const client = new OrderClient(tokens, 15_000);
     const load = new LoadGenerator(client, () => [api.url], CONCURRENCY).start();
     const reports: KillReport[] = [];
@@ -453,7 +437,7 @@ describe("3-node JetStream cluster: SIGKILL of the SEQUENCE leader under load", 
     const lease = launch(new ServiceProcess("api-leased", "api", await freePort(), env, logDir));
     extra.push(lease);
     await lease.waitReady(60_000);
-    const tokens = new Map([["44", await token(env, "44")]]);
+    const tokens = new Map([["44", await cliToken(env, "44")]]);
     const client = new OrderClient(tokens, 10_000);
     expect((await client.send(lease.url)).outcome).toBe("2xx");
 

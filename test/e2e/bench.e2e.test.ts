@@ -7,9 +7,9 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CLI } from "../support/cli.ts";
 import { onPglite } from "../support/services.ts";
 
-const CLI = join(import.meta.dir, "../../src/cli.ts");
 const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

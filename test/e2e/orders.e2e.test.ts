@@ -9,9 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { CLI } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
 
-const CLI = join(import.meta.dir, "../../src/cli.ts");
 const SECRET = "e2e-secret-0123456789-0123456789-0123456789";
 
 type Child = { proc: ReturnType<typeof Bun.spawn>; stdout: () => string };

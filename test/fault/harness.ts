@@ -17,9 +17,9 @@ import { join } from "node:path";
 import { type ConsumerInfo, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import postgres from "postgres";
+import { CLI, cliToken } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
 
-export const CLI = join(import.meta.dir, "../../src/cli.ts");
 export const AUTH_SECRET = "fault-injection-secret-0123456789-abcdefghijklmnop";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -272,18 +272,7 @@ export class Cluster {
 
   /** `sequencer token --user <id>` with the cluster's secret: only the JWT on stdout. */
   async token(userId: string): Promise<string> {
-    const proc = Bun.spawn([process.execPath, CLI, "token", "--user", userId], {
-      env: this.env,
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const [out, err, code] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
-    if (code !== 0) throw new Error(`token --user ${userId} failed (${code}): ${err}`);
-    return out.trim();
+    return cliToken(this.env, userId);
   }
 
   async tokens(userIds: string[]): Promise<Map<string, string>> {

@@ -14,9 +14,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { canConnect } from "../../src/runtime/loopback.ts";
 import { findOnPath, hostFacts } from "../../src/runtime/provision-tools.ts";
+import { CLI } from "../support/cli.ts";
 import { freePort } from "../support/services.ts";
 
-const CLI = join(import.meta.dir, "../../src/cli.ts");
 const dirs: string[] = [];
 afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });

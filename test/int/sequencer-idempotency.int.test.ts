@@ -21,8 +21,9 @@ import {
   type Transfer,
 } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
-import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
+import { type NatsServerHandle, startNats } from "../support/services.ts";
 import {
+  DATABASE_BACKENDS,
   makeOrder,
   openStack,
   type RunningSequencer,
@@ -33,11 +34,6 @@ import {
 } from "../support/stack.ts";
 
 const TEST_TIMEOUT = 60_000;
-
-const backends: [string, () => Promise<string | undefined>][] = [
-  ["PostgreSQL", async () => (await getPostgres()).createDatabase()],
-  ["PGlite", async () => undefined],
-];
 
 const ids = new SnowflakeGenerator(901);
 
@@ -77,7 +73,7 @@ function transfer(overrides: Partial<Intake<Transfer>> = {}): Intake<Transfer> {
   };
 }
 
-describe.each(backends)("sequencer and idempotency keys on %s", (_name, databaseUrl) => {
+describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name, databaseUrl) => {
   let nats: NatsServerHandle;
   let stack: Stack;
   let running: RunningSequencer | undefined;

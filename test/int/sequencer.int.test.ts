@@ -8,9 +8,10 @@ import { headers } from "@nats-io/transport-node";
 import { INTAKE_STREAM, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
 import type { TradingLog } from "../../src/adapters/nats/trading-publisher.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
-import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
+import { type NatsServerHandle, startNats } from "../support/services.ts";
 import {
   checkLog,
+  DATABASE_BACKENDS,
   makeOrder,
   openStack,
   type RunningSequencer,
@@ -19,12 +20,7 @@ import {
   waitFor,
 } from "../support/stack.ts";
 
-const backends: [string, () => Promise<string | undefined>][] = [
-  ["PostgreSQL", async () => (await getPostgres()).createDatabase()],
-  ["PGlite", async () => undefined],
-];
-
-describe.each(backends)("sequencer on %s", (_name, databaseUrl) => {
+describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
   let nats: NatsServerHandle;
   let stack: Stack;
   let running: RunningSequencer | undefined;

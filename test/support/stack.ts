@@ -23,6 +23,7 @@ import { Sequencer } from "../../src/app/sequencer.ts";
 import type { CreateOrder, Intake } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { createLogger } from "../../src/logger.ts";
+import { getPostgres } from "./services.ts";
 
 export type Stack = {
   nc: NatsConnection;
@@ -179,3 +180,12 @@ export async function checkLog(
 }
 
 export const quietLogger = createLogger({}, "silent");
+
+/**
+ * The two databases the in-process sequencer tests run on: a fresh database on the harness's PostgreSQL (or its
+ * PGlite fallback) by URL, and the embedded PGlite (no URL). For `describe.each(DATABASE_BACKENDS)`.
+ */
+export const DATABASE_BACKENDS: [string, () => Promise<string | undefined>][] = [
+  ["PostgreSQL", async () => (await getPostgres()).createDatabase()],
+  ["PGlite", async () => undefined],
+];

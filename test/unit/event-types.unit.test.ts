@@ -23,6 +23,7 @@ import {
 } from "../../src/domain/events.ts";
 import { AMOUNT_RULE, type DecimalRule, PRICE_RULE, QUANTITY_RULE } from "../../src/domain/money.ts";
 import { EMPTY_HEAD, sequenceBatch } from "../../src/domain/sequencing.ts";
+import { isoArb } from "../support/arbitraries.ts";
 
 const MAX_INT64 = (1n << 63n) - 1n;
 
@@ -51,14 +52,6 @@ function decimalArb(rule: DecimalRule): fc.Arbitrary<string> {
     .map(([int, frac]) => (frac === undefined ? int : `${int}.${frac}`))
     .filter((s) => s !== "0");
 }
-
-const isoArb = fc
-  .date({
-    min: new Date("2000-01-01T00:00:00.000Z"),
-    max: new Date("2999-12-31T23:59:59.999Z"),
-    noInvalidDate: true,
-  })
-  .map((d) => d.toISOString());
 
 const keyTailArb = fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/);
 const scopedKeyArb = fc.tuple(idArb, keyTailArb).map(([user, key]) => `${user}:${key}`);

@@ -11,6 +11,7 @@ import {
   type Sequenced,
   subjectToken,
 } from "../../src/domain/events.ts";
+import { isoArb } from "../support/arbitraries.ts";
 
 const MAX_INT64 = (1n << 63n) - 1n;
 
@@ -22,13 +23,6 @@ const decimalArb = fc
   )
   .map(([int, frac]) => (frac === undefined ? int : `${int}.${frac}`))
   .filter((s) => s !== "0");
-const isoArb = fc
-  .date({
-    min: new Date("2000-01-01T00:00:00.000Z"),
-    max: new Date("2999-12-31T23:59:59.999Z"),
-    noInvalidDate: true,
-  })
-  .map((d) => d.toISOString());
 const directionArb = fc.constantFrom("BUY" as const, "SELL" as const);
 
 const intakeArb: fc.Arbitrary<Intake<CreateOrder>> = fc.record({

@@ -136,14 +136,12 @@ describe("installIfMissing", () => {
   const lines: string[] = [];
   const log: ProvisionLog = { start: (t) => lines.push(t), end: (t) => lines.push(t) };
 
-  test("already present: returns what locate() finds, runs and prints nothing", () => {
+  test("already present: returns what find() finds, runs and prints nothing", () => {
     lines.length = 0;
-    const found = installIfMissing(
-      NATS_SERVER,
-      { present: () => true, locate: () => "/usr/bin/nats-server" },
-      "advice",
-      { host: { ...linux, isRoot: true, hasAptGet: true }, log },
-    );
+    const found = installIfMissing(NATS_SERVER, { find: () => "/usr/bin/nats-server" }, "advice", {
+      host: { ...linux, isRoot: true, hasAptGet: true },
+      log,
+    });
     expect(found).toBe("/usr/bin/nats-server");
     expect(lines).toEqual([]);
   });
@@ -152,7 +150,7 @@ describe("installIfMissing", () => {
     lines.length = 0;
     let error: unknown;
     try {
-      installIfMissing(NATS_SERVER, { present: () => false, locate: () => null }, "set NATS_URL", {
+      installIfMissing(NATS_SERVER, { find: () => null }, "set NATS_URL", {
         host: linux,
         log,
       });

@@ -2,16 +2,9 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import type { CreateOrder, Intake, Sequenced } from "../../src/domain/events.ts";
 import { EMPTY_HEAD, type Head, sequenceBatch } from "../../src/domain/sequencing.ts";
+import { isoArb } from "../support/arbitraries.ts";
 
 const MAX_INT64 = (1n << 63n) - 1n;
-
-const isoArb = fc
-  .date({
-    min: new Date("2000-01-01T00:00:00.000Z"),
-    max: new Date("2999-12-31T23:59:59.999Z"),
-    noInvalidDate: true,
-  })
-  .map((d) => d.toISOString());
 
 /** A small pool of references so batches repeat them and overlap the stored set. */
 const refArb = fc.bigInt({ min: 1n, max: 40n });

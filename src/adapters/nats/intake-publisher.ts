@@ -2,7 +2,7 @@
  * Publishes accepted requests to SEQUENCE. The msgID is the referenceId, so a retried publish inside the
  * duplicate window is dropped by the broker; resolving means JetStream has stored the message (PubAck).
  *
- * While the connection is down it refuses at once instead of letting nats.js buffer the message: a buffered
+ * While the connection is down it refuses instead of letting nats.js buffer the message: a buffered
  * publish would be sent after reconnecting, and an order the client was told failed (503) would then trade.
  */
 import { setImmediate } from "node:timers";
@@ -48,9 +48,9 @@ export class JetStreamIntakePublisher implements IntakePublisher {
   }
 
   async publish(event: IntakeEvent): Promise<void> {
-    if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
     const started = performance.now();
     await this.endOfTurn();
+    // Checked right before the write: a connection that dropped during the wait refuses too.
     if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
     await this.js.publish(`${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`, encodeIntakeEvent(event), {
       msgID: event.referenceId.toString(),
