@@ -43,7 +43,7 @@ export class Metrics implements SequencerObserver {
   });
   private readonly transactionSeconds = new Histogram({
     name: "sequencer_transaction_duration_seconds",
-    help: "Duration of the append transaction of one batch",
+    help: "Time from sending a batch's append statement to its commit (includes waiting behind the previous batch's)",
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
     registers: [this.registry],
   });

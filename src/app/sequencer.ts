@@ -11,13 +11,15 @@
  * - a partially duplicate batch stores and publishes only its new events (the seed saved but never published);
  * - a failing batch is retried as the same batch, in the same order, with backoff, kept alive with working().
  *
- * Three stages overlap: while batch N is being published to TRADING and acked, batch N+1 is committed (its
- * numbers follow N's, already committed), and while N+1's append statement runs, batch N+2 is taken, decoded and
- * filtered (a read on a pool connection sees everything committed up to N; N+1's referenceIds and keys are
- * checked in memory; the unique constraints stay the second filter). Numbering and committing stay strictly one
- * batch after the other, and publishing strictly in order: N+1 is only published once N is confirmed. Any
- * failure drains the pipeline and falls back to recover + one batch at a time (filtered afresh), so the outcome
- * is the same as the plain loop's, only faster.
+ * Batches flow through a pipeline of at most PIPELINE_DEPTH batches in hand. For each one, in order: take it,
+ * decode it and filter it (a read on a pool connection, plus an in-memory check against every batch in hand that
+ * may not have committed yet), number it after the previous batch's numbers, and send its append statement on
+ * the writer's session at once, queued behind the previous batch's (postgres.js pipelines them, so PostgreSQL
+ * goes from one commit straight to the next). Each statement checks that the log's last row is the one its
+ * numbers follow, so a batch whose predecessor failed stores nothing. A batch is published to TRADING once its
+ * own append committed and the previous batch is published, then acked. Numbering and committing stay strictly
+ * one batch after the other, and publishing strictly in order. Any failure drains the pipeline and falls back to
+ * recover + one batch at a time (filtered afresh), so the outcome is the same as the plain loop's, only faster.
  *
  * Batches form from whatever is buffered: a lone order is sequenced at once, and during a backlog a batch takes
  * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck).
@@ -49,8 +51,12 @@ export type SequencerOptions = {
   catchUpPageSize: number;
 };
 
-/** A committed batch whose publish-and-ack may still be running; `release` stops its keep-alive. */
-type InFlight = { batch: readonly IntakeMessage[]; done: Promise<void>; release(): void };
+/**
+ * How many batches may be in hand at once: typically one publishing and acking, one committing, one queued
+ * behind it on the writer's session. More would only hold more messages (the consumer's max_ack_pending caps
+ * them anyway) without keeping PostgreSQL any busier.
+ */
+const PIPELINE_DEPTH = 3;
 
 /** A batch decoded and filtered against the log, ready to be numbered. */
 type Prepared = {
@@ -60,11 +66,39 @@ type Prepared = {
   isKeyStored(idempotencyKey: string): boolean;
 };
 
-/** A batch taken from the source whose decode and filter may still be running. */
-type Taken = { batch: readonly IntakeMessage[]; prepared: Promise<Prepared>; release(): void };
+/** What a batch stores: the filters of later batches count these as stored until it is out of the pipeline. */
+type Stores = { references: ReadonlySet<bigint>; idempotencyKeys: ReadonlySet<string> };
 
-/** What the batch being committed stores: the next batch's filter counts these as stored already. */
-type Committing = { references: ReadonlySet<bigint>; idempotencyKeys: ReadonlySet<string> };
+/** A batch numbered and encoded: its rows for the log, its records for TRADING. */
+type Numbered = {
+  toStore: StoredEvent[];
+  records: TradingRecord[];
+  rejected: RejectedMessage[];
+  stores: Stores;
+  head: Head;
+  duplicates: number;
+};
+
+/** A batch in the pipeline. `done` settles only once nothing of ours runs for it any more. */
+type Stage = {
+  batch: readonly IntakeMessage[];
+  stores: Stores;
+  /** Resolves once the batch is committed, published and acked; rejects if any of that failed. */
+  done: Promise<void>;
+  failed: boolean;
+  settled: boolean;
+  release(): void;
+};
+
+/** A batch that committed but cannot be published because an earlier one failed; it is redone with it. */
+class PreviousBatchFailed extends Error {
+  override readonly name = "PreviousBatchFailed";
+}
+
+const EMPTY_STORES: Stores = { references: new Set(), idempotencyKeys: new Set() };
+
+/** Maps any outcome to null: "the oldest batch finished" in the run loop's race. */
+const nothing = (): null => null;
 
 export class TradingAheadError extends Error {
   override readonly name = "TradingAheadError";
@@ -97,7 +131,10 @@ export interface SequencerObserver {
 const NO_OBSERVER: SequencerObserver = { batch: () => {}, catchUp: () => {} };
 
 export class Sequencer {
+  /** The head the next batch is numbered after: ahead of the log while appends are in flight. */
   private head: Head = EMPTY_HEAD;
+  /** The last sequenceId known committed (for status). */
+  private committedHead = 0n;
   private recovered = false;
   private lastError: string | null = null;
   private readonly decoder = new TextDecoder();
@@ -114,112 +151,135 @@ export class Sequencer {
   ) {}
 
   status(): SequencerStatus {
-    return { head: this.head.sequenceId, tradingInSync: this.recovered, lastError: this.lastError };
+    return { head: this.committedHead, tradingInSync: this.recovered, lastError: this.lastError };
   }
 
   /** Runs until the signal aborts. Never throws: every failure is logged, backed off and retried. */
   async run(signal: AbortSignal): Promise<void> {
     await this.retrying(signal, () => this.recover());
-    let inFlight: InFlight | null = null;
-    const lookahead: { taken: Taken | null } = { taken: null }; // set while a commit runs
+    const stages: Stage[] = [];
+    let incoming: Promise<IntakeMessage[]> | null = null;
     while (!signal.aborted) {
-      let current = lookahead.taken;
-      lookahead.taken = null;
-      if (!current) {
-        // With a publish in flight, do not sit idle waiting for a new batch: finish the publish first.
-        const batch = await this.source.next(this.maxBatchSize, inFlight ? 0 : this.options.fetchWaitMs);
-        if (batch.length === 0) {
-          if (inFlight) {
-            const previous: typeof inFlight = inFlight;
-            inFlight = null;
-            await this.settle(signal, [previous]);
-          }
-          continue;
-        }
-        current = this.take(batch, null);
+      if (stages.some((stage) => stage.failed)) {
+        // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
+        // batch at a time, filtered afresh).
+        await this.redo(signal, stages.splice(0));
+        continue;
       }
+      const oldest = stages[0];
+      if (oldest?.settled) {
+        stages.shift();
+        oldest.release();
+        continue;
+      }
+      if (oldest && stages.length >= PIPELINE_DEPTH) {
+        await oldest.done.catch(() => {});
+        continue;
+      }
+      // Wait for new messages, or for the oldest batch to finish (it frees a place and its messages' keep-alive).
+      // A wait for messages that loses the race is kept for the next turn, so no taken message is ever dropped.
+      incoming ??= this.source.next(this.maxBatchSize, this.options.fetchWaitMs);
+      const batch = await (oldest ? Promise.race([incoming, oldest.done.then(nothing, nothing)]) : incoming);
+      if (batch === null) continue;
+      incoming = null;
+      if (batch.length === 0) continue;
+      const release = this.keepAlive(batch);
       try {
-        const committed = await this.commit(current.batch, await current.prepared, async (committing) => {
-          // While the append statement runs: take what is buffered, decode it and filter it.
-          if (signal.aborted) return;
-          const next = await this.source.next(this.maxBatchSize, 0);
-          if (next.length > 0) lookahead.taken = this.take(next, committing);
-        });
-        if (inFlight) await inFlight.done; // TRADING order: the previous batch first
-        inFlight?.release();
-        inFlight = {
-          batch: current.batch,
-          done: this.publishAndAck(committed, current.batch),
-          release: current.release,
-        };
-        inFlight.done.catch(() => {}); // observed when awaited; never an unhandled rejection meanwhile
+        const prepared = await this.prepare(
+          batch,
+          stages.map((stage) => stage.stores),
+        );
+        stages.push(this.launch(batch, this.number(prepared), stages[stages.length - 1], release));
       } catch (error) {
-        // Something failed in this batch's filter or commit, or the previous batch's publish. Drain and redo all
-        // of them the safe way: recover (head from the database, TRADING caught up), then one batch at a time.
+        // Its filter read failed: it joins the batches to redo, as a stage that has failed already.
         this.noteFailure(error, 0);
-        const ahead = lookahead.taken;
-        const pending = [
-          ...(inFlight ? [inFlight] : []),
-          this.entry(current),
-          ...(ahead ? [this.entry(ahead)] : []),
-        ];
-        inFlight = null;
-        lookahead.taken = null;
-        await this.redo(signal, pending);
+        stages.push({
+          batch,
+          stores: EMPTY_STORES,
+          done: Promise.resolve(),
+          failed: true,
+          settled: true,
+          release,
+        });
       }
     }
-    if (inFlight) await this.settle(signal, [inFlight]);
-    // On shutdown mid-retry (or with a batch taken ahead) a batch stays unacked: the source hands it back and the
-    // next sequencer filters it.
-    const ahead = lookahead.taken;
-    if (ahead) {
-      await ahead.prepared.catch(() => {});
-      ahead.release();
-    }
+    for (const stage of stages) await stage.done.catch(() => {});
+    if (stages.some((stage) => stage.failed)) await this.redo(signal, stages.splice(0));
+    for (const stage of stages) stage.release();
+    // On shutdown mid-retry, or with a wait for messages still open, messages stay unacked: the source hands them
+    // back and the next sequencer filters them.
+    if (incoming) await incoming;
   }
 
   private get maxBatchSize(): number {
     return Math.max(this.options.batchSize, this.options.maxBatchSize ?? this.options.batchSize);
   }
 
-  /** Keeps a new batch alive and starts its decode and filter (against the log, and `committing` if given). */
-  private take(batch: readonly IntakeMessage[], committing: Committing | null): Taken {
-    const prepared = this.prepare(batch, committing);
-    prepared.catch(() => {}); // observed when awaited
-    return { batch, prepared, release: this.keepAlive(batch) };
-  }
-
-  /** A taken batch as a pipeline entry to redo: "done" once nothing of ours runs for it any more. */
-  private entry(taken: Taken): InFlight {
-    return {
-      batch: taken.batch,
-      done: taken.prepared.then(() => {}),
-      release: taken.release,
-    };
-  }
-
-  /** Waits for an in-flight publish; on failure redoes its batch safely. */
-  private async settle(signal: AbortSignal, entries: InFlight[]): Promise<void> {
-    try {
-      for (const entry of entries) {
-        await entry.done;
-        entry.release();
+  /**
+   * Sends a numbered batch's append (queued behind `previous`'s on the writer's session) and chains its publish
+   * behind `previous`'s publish. Failures are recorded on the stage, never thrown here.
+   */
+  private launch(
+    batch: readonly IntakeMessage[],
+    numbered: Numbered,
+    previous: Stage | undefined,
+    release: () => void,
+  ): Stage {
+    this.head = numbered.head; // the next batch is numbered after this one; a failure resets it (recover)
+    const started = performance.now();
+    const committed = this.store.append(numbered.toStore, numbered.rejected).then(() => {
+      this.committedHead = numbered.head.sequenceId;
+      this.failpoint("after-commit");
+      this.observer.batch({
+        size: batch.length,
+        sequenced: numbered.toStore.length,
+        duplicates: numbered.duplicates,
+        rejected: numbered.rejected.length,
+        transactionMs: performance.now() - started,
+      });
+      for (const r of numbered.rejected) {
+        this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
       }
-    } catch (error) {
-      this.noteFailure(error, 0);
-      await this.redo(signal, entries);
-    }
+    });
+    // TRADING order: this batch is published only after its own commit and the previous batch's publish. `done`
+    // waits for the commit even when the previous batch failed, so that a redo never races a running statement.
+    const previousDone = previous?.done ?? Promise.resolve();
+    const stage: Stage = {
+      batch,
+      stores: numbered.stores,
+      done: committed
+        .then(() =>
+          previousDone.catch(() => {
+            throw new PreviousBatchFailed();
+          }),
+        )
+        .then(() => this.publishAndAck(numbered.records, batch)),
+      failed: false,
+      settled: false,
+      release,
+    };
+    stage.done.then(
+      () => {
+        stage.settled = true;
+      },
+      (error) => {
+        if (!(error instanceof PreviousBatchFailed)) this.noteFailure(error, 0);
+        stage.failed = true;
+        stage.settled = true;
+      },
+    );
+    return stage;
   }
 
   /** Recover, then process each batch start to finish, in order, retrying each with backoff. */
-  private async redo(signal: AbortSignal, entries: InFlight[]): Promise<void> {
-    for (const entry of entries) await entry.done.catch(() => {}); // nothing of ours still running
-    for (const entry of entries) {
+  private async redo(signal: AbortSignal, stages: Stage[]): Promise<void> {
+    for (const stage of stages) await stage.done.catch(() => {}); // nothing of ours still running
+    for (const stage of stages) {
       await this.retrying(signal, async (attempt) => {
         if (attempt === 0 || !this.recovered) await this.recover();
-        await this.processBatch(entry.batch);
+        await this.processBatch(stage.batch);
       });
-      entry.release();
+      stage.release();
     }
   }
 
@@ -239,6 +299,7 @@ export class Sequencer {
   async recover(): Promise<void> {
     this.recovered = false;
     this.head = await this.store.head();
+    this.committedHead = this.head.sequenceId;
     let published = await this.trading.lastSequence();
     if (published > this.head.sequenceId) {
       throw new TradingAheadError(
@@ -266,15 +327,31 @@ export class Sequencer {
 
   /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
   async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
-    await this.publishAndAck(await this.commit(batch, await this.prepare(batch, null)), batch);
+    const numbered = this.number(await this.prepare(batch, []));
+    const started = performance.now();
+    await this.store.append(numbered.toStore, numbered.rejected);
+    this.head = numbered.head;
+    this.committedHead = numbered.head.sequenceId;
+    this.failpoint("after-commit");
+    this.observer.batch({
+      size: batch.length,
+      sequenced: numbered.toStore.length,
+      duplicates: numbered.duplicates,
+      rejected: numbered.rejected.length,
+      transactionMs: performance.now() - started,
+    });
+    for (const r of numbered.rejected) {
+      this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
+    }
+    await this.publishAndAck(numbered.records, batch);
   }
 
   /**
-   * Decodes a batch and finds which of its events are already stored. `committing` is the batch whose append
-   * statement may still be running (a read cannot see it yet): its events count as stored. That is only right
-   * if it commits; if it fails, the pipeline is drained and every batch is prepared again from scratch.
+   * Decodes a batch and finds which of its events are already stored. `inHand` are the batches still in the
+   * pipeline, whose append may not have committed yet (a read cannot see them): their events count as stored.
+   * That is only right if they commit; if one fails, the pipeline is drained and every batch is prepared again.
    */
-  private async prepare(batch: readonly IntakeMessage[], committing: Committing | null): Promise<Prepared> {
+  private async prepare(batch: readonly IntakeMessage[], inHand: readonly Stores[]): Promise<Prepared> {
     const valid: IntakeEvent[] = [];
     const rejected: RejectedMessage[] = [];
     const references: bigint[] = [];
@@ -288,32 +365,16 @@ export class Sequencer {
       } else rejected.push(this.rejection(msg, decoded.reason));
     }
     const stored = await this.store.findStored(references, keys);
-    if (committing === null) {
-      return {
-        valid,
-        rejected,
-        isStored: (id) => stored.references.has(id),
-        isKeyStored: (key) => stored.idempotencyKeys.has(key),
-      };
-    }
     return {
       valid,
       rejected,
-      isStored: (id) => stored.references.has(id) || committing.references.has(id),
-      isKeyStored: (key) => stored.idempotencyKeys.has(key) || committing.idempotencyKeys.has(key),
+      isStored: (id) => stored.references.has(id) || inHand.some((s) => s.references.has(id)),
+      isKeyStored: (key) => stored.idempotencyKeys.has(key) || inHand.some((s) => s.idempotencyKeys.has(key)),
     };
   }
 
-  /**
-   * Numbers a prepared batch after the head and stores it in one statement; returns what TRADING must receive.
-   * `meanwhile` runs while the statement commits (the pipeline's look-ahead); it is told what this batch stores.
-   */
-  private async commit(
-    batch: readonly IntakeMessage[],
-    prepared: Prepared,
-    meanwhile?: (committing: Committing) => Promise<void>,
-  ): Promise<TradingRecord[]> {
-    const { rejected } = prepared;
+  /** Numbers a prepared batch after the head (the pure rule) and encodes what the log and TRADING receive. */
+  private number(prepared: Prepared): Numbered {
     const result = sequenceBatch(
       this.head,
       prepared.valid,
@@ -324,39 +385,22 @@ export class Sequencer {
     const toStore: StoredEvent[] = new Array(result.sequenced.length);
     const records: TradingRecord[] = new Array(result.sequenced.length);
     const references = new Set<bigint>();
-    const keys = new Set<string>();
+    const idempotencyKeys = new Set<string>();
     result.sequenced.forEach((event, i) => {
       const payload = encodeSequencedEvent(event);
       toStore[i] = { event, payload };
       records[i] = { sequenceId: event.sequenceId, type: event.type, payload };
       references.add(event.referenceId);
-      if (event.idempotencyKey !== undefined) keys.add(event.idempotencyKey);
+      if (event.idempotencyKey !== undefined) idempotencyKeys.add(event.idempotencyKey);
     });
-
-    const started = performance.now();
-    const appending = this.store.append(toStore, rejected);
-    if (meanwhile) {
-      try {
-        await meanwhile({ references, idempotencyKeys: keys });
-      } finally {
-        await appending; // never leave the statement running behind an error
-      }
-    } else {
-      await appending;
-    }
-    this.head = result.head;
-    this.failpoint("after-commit");
-    this.observer.batch({
-      size: batch.length,
-      sequenced: toStore.length,
+    return {
+      toStore,
+      records,
+      rejected: prepared.rejected,
+      stores: { references, idempotencyKeys },
+      head: result.head,
       duplicates: result.duplicates.length,
-      rejected: rejected.length,
-      transactionMs: performance.now() - started,
-    });
-    for (const r of rejected) {
-      this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
-    }
-    return records;
+    };
   }
 
   /** Publish a committed batch to TRADING (in order, confirmed), then ack its intake messages. */

@@ -3,8 +3,10 @@
  * goes to a log file (shown when it fails), is killed if the bench dies, and is measured from /proc: peak RSS
  * (VmHWM) and CPU time.
  */
+
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { SERVICE_HEAP_ENV } from "../runtime/heap-sizing.ts";
 import { killWithParent } from "../runtime/local-services.ts";
 
 const CLI = join(import.meta.dir, "../cli.ts");
@@ -54,7 +56,14 @@ export function spawnService(
   logDir: string,
   bunFlags: string[] = [],
 ): Child {
-  return spawnChild(`service-${role}`, [CLI, "serve", "--role", role], env, logDir, bunFlags);
+  // Launched the way `npm start` launches it (the heap-sizing hint), unless the run overrides it.
+  return spawnChild(
+    `service-${role}`,
+    [CLI, "serve", "--role", role],
+    { ...SERVICE_HEAP_ENV, ...env },
+    logDir,
+    bunFlags,
+  );
 }
 
 export function spawnBaseline(

@@ -5,9 +5,12 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { headers } from "@nats-io/transport-node";
+import { sql } from "drizzle-orm";
+import { rowsOf } from "../../src/adapters/db/client.ts";
+import { LogContinuityError, type StoredEvent } from "../../src/adapters/db/event-store.ts";
 import { INTAKE_STREAM, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
 import type { TradingLog } from "../../src/adapters/nats/trading-publisher.ts";
-import { encodeIntakeEvent } from "../../src/domain/events.ts";
+import { encodeIntakeEvent, encodeSequencedEvent } from "../../src/domain/events.ts";
 import { type NatsServerHandle, startNats } from "../support/services.ts";
 import {
   checkLog,
@@ -204,6 +207,47 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     );
     const { events } = await checkLog(stack);
     expect(events.map((e) => e.referenceId)).toEqual(orders.map((o) => o.referenceId.toString()));
+  });
+
+  test("an append that does not continue the log writes nothing, so a statement sent behind a failed one is harmless", async () => {
+    const stored = (from: number, orders: ReturnType<typeof makeOrder>[]): StoredEvent[] =>
+      orders.map((order, i) => {
+        const sequenceId = BigInt(from + i);
+        const event = { ...order, sequenceId, previousId: sequenceId - 1n, sequencedAt: order.createdAt };
+        return { event, payload: encodeSequencedEvent(event) };
+      });
+    const first = Array.from({ length: 3 }, () => makeOrder());
+    await stack.store.append(stored(1, first), []);
+    const rejected = [{ streamSeq: 99n, subject: "sequence.create_order", reason: "test", data: "{" }];
+    const rejectedCount = async () =>
+      rowsOf<{ n: number }>(
+        await stack.database.db.execute(sql`select count(*)::int as n from rejected_messages`),
+      )[0]?.n;
+
+    // A hole: 5 and 6 after head 3. Refused as a whole, the rejected message with it.
+    expect(stack.store.append(stored(5, [makeOrder(), makeOrder()]), rejected)).rejects.toBeInstanceOf(
+      LogContinuityError,
+    );
+    expect(await headOf()).toBe(3n);
+    expect(await rejectedCount()).toBe(0);
+
+    // Two statements sent together, as the sequencer pipelines them: the first fails (a referenceId already
+    // stored: the unique constraint), so the second, numbered after it, must not land either.
+    const failing = stack.store.append(
+      stored(4, [makeOrder(), first[0] as ReturnType<typeof makeOrder>]),
+      [],
+    );
+    const behind = stack.store.append(stored(6, [makeOrder()]), []);
+    const [a, b] = await Promise.allSettled([failing, behind]);
+    expect(a.status).toBe("rejected");
+    expect(b.status === "rejected" && b.reason).toBeInstanceOf(LogContinuityError);
+    expect(await headOf()).toBe(3n);
+
+    await stack.store.append(stored(4, [makeOrder()]), rejected);
+    expect(await headOf()).toBe(4n);
+    expect(await rejectedCount()).toBe(1);
+    const page = await stack.store.readAfter(0n, 10);
+    expect(page.map((e) => e.sequenceId)).toEqual([1n, 2n, 3n, 4n]);
   });
 
   test("refuses to sequence when TRADING is ahead of the database", async () => {

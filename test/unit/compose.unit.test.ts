@@ -6,6 +6,7 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { SERVICE_HEAP_ENV } from "../../src/runtime/heap-sizing.ts";
 
 type Service = {
   image?: string;
@@ -53,4 +54,15 @@ test("nats runs JetStream on a volume with sync_interval: always", () => {
   const conf = readFileSync(join(root, "deploy/nats.conf"), "utf8");
   expect(conf).toMatch(/jetstream\s*\{[^}]*store_dir:\s*\/data/);
   expect(conf).toMatch(/sync_interval:\s*always/);
+});
+
+test("npm start and every compose app launch the service with the heap-sizing hint (read only at start-up)", () => {
+  const [[name, value]] = Object.entries(SERVICE_HEAP_ENV) as [[string, string]];
+  const scripts = (
+    JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }
+  ).scripts;
+  expect(scripts.start).toStartWith(`${name}=${value} bun src/cli.ts serve`);
+  for (const service of ["api-1", "api-2", "sequencer"]) {
+    expect(compose.services[service]?.environment?.[name]).toBe(value);
+  }
 });

@@ -1,7 +1,7 @@
 /**
- * The sequencer's pipeline with in-memory fakes: the next batch is filtered while the current one commits
- * (its read cannot see the batch being committed), and a failed commit makes every batch in hand start again
- * from scratch. The store enforces unique referenceIds like the database, so a missed duplicate would throw.
+ * The sequencer's pipeline with in-memory fakes: the next batch is filtered, numbered and its append sent while
+ * the current one commits (its read cannot see the batch being committed), and a failed commit makes every batch
+ * in hand start again from scratch. The store enforces unique referenceIds like the database, so a missed duplicate would throw.
  */
 import { describe, expect, test } from "bun:test";
 import type { EventStore, RejectedMessage, StoredEvent } from "../../src/adapters/db/event-store.ts";
@@ -58,6 +58,9 @@ class ScriptedSource implements IntakeSource {
 class SlowStore implements EventStore {
   readonly rows: StoredEvent[] = [];
   appends = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+  refusedNotContinuing = 0;
   failAppend: number | null = null;
   async head(): Promise<Head> {
     const last = this.rows[this.rows.length - 1];
@@ -73,8 +76,20 @@ class SlowStore implements EventStore {
   }
   async append(batch: readonly StoredEvent[], _rejected: readonly RejectedMessage[]): Promise<void> {
     const attempt = ++this.appends;
-    await Bun.sleep(20); // the next batch is prepared meanwhile
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await Bun.sleep(20); // the next batch is prepared (and its append sent) meanwhile
+    } finally {
+      this.inFlight--;
+    }
     if (attempt === this.failAppend) throw new Error("connection lost mid-commit");
+    // The continuity check of the real statement: a batch must follow the last stored row.
+    const first = batch[0]?.event.sequenceId;
+    if (first !== undefined && first !== BigInt(this.rows.length + 1)) {
+      this.refusedNotContinuing++;
+      throw new Error(`batch from ${first} does not continue the log at ${this.rows.length}`);
+    }
     const refs = new Set(this.rows.map((row) => row.event.referenceId));
     for (const row of batch) {
       if (refs.has(row.event.referenceId)) throw new Error(`unique violation: ${row.event.referenceId}`);
@@ -138,6 +153,28 @@ describe("sequencer pipeline", () => {
     expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     expect(store.appends).toBe(4);
     expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  test("the next batch's append is sent before the previous one has committed", async () => {
+    const source = new ScriptedSource([[1n, 2n], [3n], [4n, 5n], [6n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading), () => source.acked.length === 6);
+    expect(store.maxInFlight).toBeGreaterThanOrEqual(2);
+    expect(store.rows.map((row) => row.event.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+  });
+
+  test("appends sent behind a failed one store nothing; every batch is redone in order, without a gap", async () => {
+    const source = new ScriptedSource([[1n, 2n], [3n], [4n], [5n, 6n]]);
+    const store = new SlowStore();
+    store.failAppend = 1;
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading), () => source.acked.length === 6);
+    expect(store.refusedNotContinuing).toBeGreaterThanOrEqual(1);
+    expect(store.rows.map((row) => row.event.referenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
   test("a failed commit redoes the batch and the one filtered against it, from scratch", async () => {

@@ -65,7 +65,7 @@ function insertBatch(batch: readonly StoredEvent[]) {
     select s, s - 1, r, t, u, k, p, c, ${sequencedAt}::timestamptz
     from json_to_recordset(${sql.param(JSON.stringify(rows))}::json)
       as x(s bigint, r bigint, t text, u bigint, k text, p text, c timestamptz)
-    where (select held from fence)
+    where (select ok from fence)
     returning 1`;
 }
 
@@ -85,7 +85,7 @@ function insertRejected(rejected: readonly RejectedMessage[]) {
                 ${sql.param(rejected.map((m) => m.subject))}::text[],
                 ${sql.param(rejected.map((m) => m.reason))}::text[],
                 ${sql.param(rejected.map((m) => m.data))}::text[]) as x(q, s, r, d)
-    where (select held from fence)
+    where (select ok from fence)
     on conflict (stream_seq) do nothing
     returning 1`;
 }
@@ -95,6 +95,14 @@ function insertRejected(rejected: readonly RejectedMessage[]) {
  * statement as the inserts, and when it is false nothing is written and `refused()` gives the error to throw.
  */
 export type WriteFence = { holds: SQL; refused(): Error };
+
+/**
+ * An append whose first event does not follow the log's last one: the batch before it did not commit (the
+ * sequencer sends appends ahead, pipelined). Nothing was written; the sequencer recovers and redoes the batch.
+ */
+export class LogContinuityError extends Error {
+  override readonly name = "LogContinuityError";
+}
 
 export class DrizzleEventStore implements EventStore {
   /**
@@ -147,18 +155,33 @@ export class DrizzleEventStore implements EventStore {
   }
 
   /**
-   * The whole append is ONE statement: the fence check, the events and the rejected messages, as data-modifying
-   * CTEs. A single statement is atomic without an explicit transaction, so a connection lost mid-write can
-   * neither half-apply it nor leave a client-side transaction to roll back on a dead socket.
+   * The whole append is ONE statement: the fence check, the continuity check, the events and the rejected
+   * messages, as data-modifying CTEs. A single statement is atomic without an explicit transaction, so a
+   * connection lost mid-write can neither half-apply it nor leave a client-side transaction to roll back on a
+   * dead socket. The continuity check (the row before the batch's first is stored) is what makes it safe to send
+   * the next batch's statement before this one's answer: if this one fails, the next one writes nothing.
    */
   async append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void> {
     if (batch.length === 0 && rejected.length === 0) return;
-    const parts = [sql`with fence as (select (${this.fence?.holds ?? sql`true`}) as held)`];
+    const first = batch[0]?.event.sequenceId;
+    const continues =
+      first === undefined || first === 1n
+        ? sql`true`
+        : sql`exists(select 1 from events where sequence_id = ${(first - 1n).toString()}::bigint)`;
+    const parts = [
+      sql`with checks as (select (${this.fence?.holds ?? sql`true`}) as held, (${continues}) as continues),
+        fence as (select held and continues as ok from checks)`,
+    ];
     if (batch.length > 0) parts.push(sql`, new_events as (${insertBatch(batch)})`);
     if (rejected.length > 0) parts.push(sql`, new_rejected as (${insertRejected(rejected)})`);
-    parts.push(sql` select (select held from fence) as held`);
-    const [row] = rowsOf<{ held: boolean }>(await this.db.execute(sql.join(parts)));
+    parts.push(sql` select held, continues from checks`);
+    const [row] = rowsOf<{ held: boolean; continues: boolean }>(await this.db.execute(sql.join(parts)));
     if (row?.held !== true) throw this.fence?.refused() ?? new Error("append refused");
+    if (row.continues !== true) {
+      throw new LogContinuityError(
+        `event ${(first ?? 1n) - 1n} is not stored: batch from ${first} not appended`,
+      );
+    }
   }
 
   async readAfter(after: bigint, limit: number): Promise<EventRecord[]> {

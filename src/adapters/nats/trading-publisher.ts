@@ -7,7 +7,7 @@
  * a wrong last sequence. Either way nothing is stored twice or out of order, and each PubAck is checked.
  */
 import { type JetStreamClient, type JetStreamManager, PubHeaders } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { MsgHdrsImpl, type NatsConnection } from "@nats-io/transport-node";
 import { TRADING_STREAM, TRADING_SUBJECT_PREFIX } from "./topology.ts";
 
 export type TradingRecord = { sequenceId: bigint; type: string; payload: string };
@@ -47,10 +47,13 @@ export class JetStreamTradingLog implements TradingLog {
     if (!last) return;
     for (let i = 0; i < records.length - 1; i++) {
       const record = records[i] as TradingRecord;
-      const h = headers();
-      h.set(PubHeaders.MsgIdHdr, record.sequenceId.toString());
-      h.set(PubHeaders.ExpectedStreamHdr, TRADING_STREAM);
-      h.set(PubHeaders.ExpectedLastSeqHdr, (record.sequenceId - 1n).toString());
+      // fromRecord takes the (already canonical) names as given: MsgHdrs.set canonicalizes and searches the keys
+      // on every call, which was a tenth of the sequencer's CPU during a backlog.
+      const h = MsgHdrsImpl.fromRecord({
+        [PubHeaders.MsgIdHdr]: [record.sequenceId.toString()],
+        [PubHeaders.ExpectedStreamHdr]: [TRADING_STREAM],
+        [PubHeaders.ExpectedLastSeqHdr]: [(record.sequenceId - 1n).toString()],
+      });
       this.nc.publish(subjectOf(record), record.payload, { headers: h });
     }
     const ack = await this.js.publish(subjectOf(last), last.payload, {
