@@ -129,7 +129,7 @@ export function loadConfig(env: Env = process.env): Config {
     fetchWaitMs: duration(env, "SEQUENCER_FETCH_WAIT", "1s", 10, 60_000),
     ackWaitMs: duration(env, "SEQUENCER_ACK_WAIT", "30s", 1_000, 3_600_000),
     // A few batches in hand are enough to keep the pipeline fed; more only costs memory (docs/performance.md).
-    maxAckPending: integer(env, "SEQUENCER_MAX_ACK_PENDING", 3_000, 1, 1_000_000),
+    maxAckPending: integer(env, "SEQUENCER_MAX_ACK_PENDING", 4_000, 1, 1_000_000),
     bodyLimitBytes: integer(env, "BODY_LIMIT_BYTES", 16_384, 256, 10_485_760),
     logLevel,
     failpoint: failpoint as Failpoint | undefined,

@@ -776,13 +776,10 @@ describe("GET /events", () => {
   test(
     "keyset paging over stored events: after/limit/next, in order, payloads verbatim",
     async () => {
-      // Appended out of id order in two batches: the read order must come from sequenceId, not insertion.
+      // Inserted out of id order (1, 4, 5, 2, 3 in one batch; an append must start right after the head): the
+      // read order must come from sequenceId, not insertion.
       await h.store.append(
-        [stored[2], stored[3], stored[4]].filter((s) => s !== undefined),
-        [],
-      );
-      await h.store.append(
-        [stored[0], stored[1]].filter((s) => s !== undefined),
+        [stored[0], stored[3], stored[4], stored[1], stored[2]].filter((s) => s !== undefined),
         [],
       );
 

@@ -32,7 +32,7 @@ describe("loadConfig defaults", () => {
       maxBatchSize: 1000,
       fetchWaitMs: 1_000,
       ackWaitMs: 30_000,
-      maxAckPending: 3_000,
+      maxAckPending: 4_000,
       bodyLimitBytes: 16_384,
       logLevel: "info",
       failpoint: undefined,

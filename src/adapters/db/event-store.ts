@@ -6,7 +6,7 @@ import { asc, desc, eq, gt, type SQL, sql } from "drizzle-orm";
 import { ownerOf, type SequencedEvent } from "../../domain/events.ts";
 import type { Head } from "../../domain/sequencing.ts";
 import { EMPTY_HEAD } from "../../domain/sequencing.ts";
-import { type Db, rowsOf } from "./client.ts";
+import { type Db, executePrepared, rowsOf } from "./client.ts";
 import { events } from "./schema.ts";
 
 export type StoredEvent = { event: SequencedEvent; payload: string };
@@ -142,9 +142,13 @@ export class DrizzleEventStore implements EventStore {
         ? sql``
         : sql` union all select reference_id::text, idempotency_key from events where idempotency_key = any(${keys}::text[])`;
     const rows = rowsOf<{ reference_id: string; idempotency_key: string | null }>(
-      await this.reader.execute(sql`
+      await executePrepared(
+        this.reader,
+        "find_stored",
+        sql`
         select reference_id::text as reference_id, idempotency_key from events
-        where reference_id = any(${refs}::bigint[])${byKey}`),
+        where reference_id = any(${refs}::bigint[])${byKey}`,
+      ),
     );
     return {
       references: new Set(rows.map((row) => BigInt(row.reference_id))),
@@ -175,7 +179,9 @@ export class DrizzleEventStore implements EventStore {
     if (batch.length > 0) parts.push(sql`, new_events as (${insertBatch(batch)})`);
     if (rejected.length > 0) parts.push(sql`, new_rejected as (${insertRejected(rejected)})`);
     parts.push(sql` select held, continues from checks`);
-    const [row] = rowsOf<{ held: boolean; continues: boolean }>(await this.db.execute(sql.join(parts)));
+    const [row] = rowsOf<{ held: boolean; continues: boolean }>(
+      await executePrepared(this.db, "append", sql.join(parts)),
+    );
     if (row?.held !== true) throw this.fence?.refused() ?? new Error("append refused");
     if (row.continues !== true) {
       throw new LogContinuityError(
