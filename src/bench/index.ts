@@ -18,6 +18,7 @@ import { type CpuGroups, childPids, parentPid, processCpuSeconds, treeCpuSeconds
 import { pickGenerator } from "./loadgen/index.ts";
 import { BENCH_USAGE, type BenchOptions, BenchUsageError, parseBenchOptions } from "./options.ts";
 import {
+  type BatchStats,
   type Ctx,
   type DrainResult,
   type IngestResult,
@@ -75,16 +76,18 @@ function ingestNote(name: string, r: IngestResult): string {
   return `ingest ${name}: ${fmt(r.rps)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, ${r.non2xx} non-2xx, ${r.errors} errors; RSS ${r.rssMb.toFixed(0)} MB; ${cpuLine(r.cpu.corePct, r.cpu.machineBusyPct)}`;
 }
 
-function drainNote(name: string, r: DrainResult): string {
-  const b = r.batches;
-  const batches = b
-    ? `; ${fmt(b.batches)} batches of ${b.meanBatchSize.toFixed(0)}, mean ms per batch: ${Object.entries(
+function batchNote(b: BatchStats | undefined): string {
+  return b
+    ? `; ${fmt(b.batches)} batches of ${b.meanBatchSize.toFixed(b.meanBatchSize < 10 ? 1 : 0)}, mean ms per batch: ${Object.entries(
         b.meanMs,
       )
         .map(([k, v]) => `${k} ${v.toFixed(1)}`)
         .join(", ")}`
     : "";
-  return `drain ${name}: ${fmt(r.events)} events in ${r.seconds.toFixed(2)} s = ${fmt(r.eventsPerSec)} events/s (start-up ${r.startupS.toFixed(2)} s); RSS ${r.rssMb.toFixed(0)} MB; ${cpuLine(r.cpu.corePct, r.cpu.machineBusyPct)}${batches}`;
+}
+
+function drainNote(name: string, r: DrainResult): string {
+  return `drain ${name}: ${fmt(r.events)} events in ${r.seconds.toFixed(2)} s = ${fmt(r.eventsPerSec)} events/s (start-up ${r.startupS.toFixed(2)} s); RSS ${r.rssMb.toFixed(0)} MB; ${cpuLine(r.cpu.corePct, r.cpu.machineBusyPct)}${batchNote(r.batches)}`;
 }
 
 export async function runBench(argv: string[]): Promise<void> {
@@ -237,7 +240,7 @@ async function bench(opts: BenchOptions): Promise<void> {
         progress.step(`end to end at ${fmt(opts.e2eRate)} req/s for ${opts.e2eDurationMs / 1000} s${tag}`);
         const e2e = await measureEndToEnd(ctx);
         progress.note(
-          `end to end: ${fmt(e2e.samples)} events, p50 ${e2e.p50Ms.toFixed(2)} ms, p99 ${e2e.p99Ms.toFixed(2)} ms, max ${e2e.maxMs.toFixed(1)} ms (HTTP p99 ${e2e.httpP99Ms.toFixed(2)} ms, ${fmt(e2e.achievedRps)} req/s answered, ${e2e.missing} missing, ${e2e.skipped} skipped); RSS api ${e2e.rssMb.api.toFixed(0)} MB, sequencer ${e2e.rssMb.sequencer.toFixed(0)} MB; GET /metrics api ${e2e.metricsScrapeMs.api.toFixed(0)} ms, sequencer ${e2e.metricsScrapeMs.sequencer.toFixed(0)} ms; ${cpuLine(e2e.cpu.corePct, e2e.cpu.machineBusyPct)}`,
+          `end to end: ${fmt(e2e.samples)} events, p50 ${e2e.p50Ms.toFixed(2)} ms, p99 ${e2e.p99Ms.toFixed(2)} ms, max ${e2e.maxMs.toFixed(1)} ms (HTTP p99 ${e2e.httpP99Ms.toFixed(2)} ms, ${fmt(e2e.achievedRps)} req/s answered, ${e2e.missing} missing, ${e2e.skipped} skipped); RSS api ${e2e.rssMb.api.toFixed(0)} MB, sequencer ${e2e.rssMb.sequencer.toFixed(0)} MB; GET /metrics api ${e2e.metricsScrapeMs.api.toFixed(0)} ms, sequencer ${e2e.metricsScrapeMs.sequencer.toFixed(0)} ms; ${cpuLine(e2e.cpu.corePct, e2e.cpu.machineBusyPct)}${batchNote(e2e.batches)}`,
         );
         result.e2e = e2e;
       }

@@ -415,6 +415,8 @@ export type E2eResult = {
   quiet: Quiet;
   /** How long one GET /metrics takes on each process after the run (the event loop is blocked meanwhile). */
   metricsScrapeMs: { api: number; sequencer: number };
+  /** The sequencer's batches over the whole run (warm-up included), from its /metrics. */
+  batches?: BatchStats;
 };
 
 /** Slowest of three /metrics scrapes, ms. */
@@ -479,6 +481,7 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
     const sorted = sortedCopy(latencies);
     const rssMb = { api: peakRssMb(api.pid), sequencer: peakRssMb(sequencer.pid) };
     const cpu = meter.stop({ loadgen: load.generatorCpuS ?? 0 });
+    const batches = await scrapeBatchStats(seqPort);
     const metricsScrapeMs = { api: await scrapeMs(apiPort), sequencer: await scrapeMs(seqPort) };
     if (latencies.length === 0)
       throw new Error(`end to end: no event arrived on TRADING\n${logTail(sequencer)}`);
@@ -499,6 +502,7 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
       cpu,
       quiet: quietBefore,
       metricsScrapeMs,
+      ...(batches ? { batches } : {}),
     };
   } finally {
     sub.unsubscribe();
