@@ -349,7 +349,9 @@ export class Sequencer {
   /**
    * Decodes a batch and finds which of its events are already stored. `inHand` are the batches still in the
    * pipeline, whose append may not have committed yet (a read cannot see them): their events count as stored.
-   * That is only right if they commit; if one fails, the pipeline is drained and every batch is prepared again.
+   * That is only right if they commit. If one of them fails before committing, this batch cannot commit either
+   * (its append does not continue the log: the failed batch's last row is missing), and if a batch failed after
+   * its commit, its events are stored. Either way the pipeline is then drained and every batch prepared again.
    */
   private async prepare(batch: readonly IntakeMessage[], inHand: readonly Stores[]): Promise<Prepared> {
     const valid: IntakeEvent[] = [];
