@@ -80,9 +80,13 @@ function failpointHook(config: Config, log: Logger): FailpointHook | undefined {
   const { failpoint, failpointAfter } = config;
   if (!failpoint) return undefined;
   let reached = 0;
-  return (point) => {
+  return (point, head) => {
     if (point !== failpoint || ++reached < failpointAfter) return;
-    log.error("FAILPOINT reached: killing this process", { failpoint, batch: reached });
+    log.error("FAILPOINT reached: killing this process", {
+      failpoint,
+      batch: reached,
+      head: head.toString(),
+    });
     process.kill(process.pid, "SIGKILL");
   };
 }

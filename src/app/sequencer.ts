@@ -25,7 +25,12 @@
  * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck).
  */
 
-import type { EventStore, RejectedMessage, StoredEvent } from "../adapters/db/event-store.ts";
+import {
+  type EventStore,
+  LogContinuityError,
+  type RejectedMessage,
+  type StoredEvent,
+} from "../adapters/db/event-store.ts";
 import type { IntakeMessage, IntakeSource } from "../adapters/nats/intake-consumer.ts";
 import type { TradingLog, TradingRecord } from "../adapters/nats/trading-publisher.ts";
 import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../domain/events.ts";
@@ -85,6 +90,8 @@ type Stage = {
   stores: Stores;
   /** Resolves once the batch is committed, published and acked; rejects if any of that failed. */
   done: Promise<void>;
+  /** `done` settled, either way (null: the run loop's "the oldest batch finished"). */
+  finished: Promise<null>;
   failed: boolean;
   settled: boolean;
   release(): void;
@@ -97,8 +104,19 @@ class PreviousBatchFailed extends Error {
 
 const EMPTY_STORES: Stores = { references: new Set(), idempotencyKeys: new Set() };
 
-/** Maps any outcome to null: "the oldest batch finished" in the run loop's race. */
-const nothing = (): null => null;
+/** A batch taken but not started (its filter failed, or an earlier batch had failed): redone with the rest. */
+function notStarted(batch: readonly IntakeMessage[], release: () => void): Stage {
+  const done = Promise.resolve();
+  return {
+    batch,
+    stores: EMPTY_STORES,
+    done,
+    finished: done.then(() => null),
+    failed: true,
+    settled: true,
+    release,
+  };
+}
 
 export class TradingAheadError extends Error {
   override readonly name = "TradingAheadError";
@@ -111,7 +129,8 @@ export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError:
  * after the commit, after TRADING confirmed the batch, and after half of the batch was acked.
  */
 export type Failpoint = "after-commit" | "after-publish" | "mid-ack";
-export type FailpointHook = (point: Failpoint) => void;
+/** `head`: the last sequenceId of the batch at that point (what a test checks the crash window against). */
+export type FailpointHook = (point: Failpoint, head: bigint) => void;
 
 /** One committed batch: messages taken, events numbered, dropped as duplicates or rejected, commit time. */
 export type BatchStats = {
@@ -159,53 +178,54 @@ export class Sequencer {
     await this.retrying(signal, () => this.recover());
     const stages: Stage[] = [];
     let incoming: Promise<IntakeMessage[]> | null = null;
-    while (!signal.aborted) {
-      if (stages.some((stage) => stage.failed)) {
-        // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
-        // batch at a time, filtered afresh).
-        await this.redo(signal, stages.splice(0));
-        continue;
+    try {
+      while (!signal.aborted) {
+        if (stages.some((stage) => stage.failed)) {
+          // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
+          // batch at a time, filtered afresh).
+          await this.redo(signal, stages.splice(0));
+          continue;
+        }
+        const oldest = stages[0];
+        if (oldest?.settled) {
+          stages.shift();
+          oldest.release();
+          continue;
+        }
+        if (oldest && stages.length >= PIPELINE_DEPTH) {
+          await oldest.finished;
+          continue;
+        }
+        // Wait for new messages, or for the oldest batch to finish (it frees a place and its messages' keep-alive).
+        // A wait for messages that loses the race is kept for the next turn, so no taken message is ever dropped.
+        incoming ??= this.source.next(this.maxBatchSize, this.options.fetchWaitMs);
+        const batch = await (oldest ? Promise.race([incoming, oldest.finished]) : incoming);
+        if (batch === null) continue;
+        incoming = null;
+        if (batch.length === 0) continue;
+        const release = this.keepAlive(batch);
+        if (stages.some((stage) => stage.failed)) {
+          // A batch in hand failed meanwhile: this one is not started, only redone with the others.
+          stages.push(notStarted(batch, release));
+          continue;
+        }
+        try {
+          const prepared = await this.prepare(
+            batch,
+            stages.map((stage) => stage.stores),
+          );
+          stages.push(this.launch(batch, this.number(prepared), stages[stages.length - 1], release));
+        } catch (error) {
+          this.noteFailure(error, 0); // its filter read failed
+          stages.push(notStarted(batch, release));
+        }
       }
-      const oldest = stages[0];
-      if (oldest?.settled) {
-        stages.shift();
-        oldest.release();
-        continue;
-      }
-      if (oldest && stages.length >= PIPELINE_DEPTH) {
-        await oldest.done.catch(() => {});
-        continue;
-      }
-      // Wait for new messages, or for the oldest batch to finish (it frees a place and its messages' keep-alive).
-      // A wait for messages that loses the race is kept for the next turn, so no taken message is ever dropped.
-      incoming ??= this.source.next(this.maxBatchSize, this.options.fetchWaitMs);
-      const batch = await (oldest ? Promise.race([incoming, oldest.done.then(nothing, nothing)]) : incoming);
-      if (batch === null) continue;
-      incoming = null;
-      if (batch.length === 0) continue;
-      const release = this.keepAlive(batch);
-      try {
-        const prepared = await this.prepare(
-          batch,
-          stages.map((stage) => stage.stores),
-        );
-        stages.push(this.launch(batch, this.number(prepared), stages[stages.length - 1], release));
-      } catch (error) {
-        // Its filter read failed: it joins the batches to redo, as a stage that has failed already.
-        this.noteFailure(error, 0);
-        stages.push({
-          batch,
-          stores: EMPTY_STORES,
-          done: Promise.resolve(),
-          failed: true,
-          settled: true,
-          release,
-        });
-      }
+    } finally {
+      // Nothing of ours may still run for a batch when we return: wait for every one, and release them all.
+      for (const stage of stages) await stage.finished;
+      if (stages.some((stage) => stage.failed)) await this.redo(signal, stages.splice(0));
+      for (const stage of stages) stage.release();
     }
-    for (const stage of stages) await stage.done.catch(() => {});
-    if (stages.some((stage) => stage.failed)) await this.redo(signal, stages.splice(0));
-    for (const stage of stages) stage.release();
     // On shutdown mid-retry, or with a wait for messages still open, messages stay unacked: the source hands them
     // back and the next sequencer filters them.
     if (incoming) await incoming;
@@ -229,7 +249,7 @@ export class Sequencer {
     const started = performance.now();
     const committed = this.store.append(numbered.toStore, numbered.rejected).then(() => {
       this.committedHead = numbered.head.sequenceId;
-      this.failpoint("after-commit");
+      this.failpoint("after-commit", numbered.head.sequenceId);
       this.observer.batch({
         size: batch.length,
         sequenced: numbered.toStore.length,
@@ -244,39 +264,57 @@ export class Sequencer {
     // TRADING order: this batch is published only after its own commit and the previous batch's publish. `done`
     // waits for the commit even when the previous batch failed, so that a redo never races a running statement.
     const previousDone = previous?.done ?? Promise.resolve();
+    const done = committed
+      .then(() =>
+        previousDone.catch(() => {
+          throw new PreviousBatchFailed();
+        }),
+      )
+      .then(() => this.publishAndAck(numbered.records, batch, numbered.head.sequenceId));
     const stage: Stage = {
       batch,
       stores: numbered.stores,
-      done: committed
-        .then(() =>
-          previousDone.catch(() => {
-            throw new PreviousBatchFailed();
-          }),
-        )
-        .then(() => this.publishAndAck(numbered.records, batch)),
+      done,
+      finished: done.then(
+        () => {
+          stage.settled = true;
+          return null;
+        },
+        (error) => {
+          // A batch behind a failed one fails too (not published, or its append does not continue the log): the
+          // first failure is the one worth reporting.
+          const consequence =
+            error instanceof PreviousBatchFailed ||
+            (error instanceof LogContinuityError && previous !== undefined);
+          if (!consequence) this.noteFailure(error, 0);
+          stage.failed = true;
+          stage.settled = true;
+          return null;
+        },
+      ),
       failed: false,
       settled: false,
       release,
     };
-    stage.done.then(
-      () => {
-        stage.settled = true;
-      },
-      (error) => {
-        if (!(error instanceof PreviousBatchFailed)) this.noteFailure(error, 0);
-        stage.failed = true;
-        stage.settled = true;
-      },
-    );
     return stage;
   }
 
-  /** Recover, then process each batch start to finish, in order, retrying each with backoff. */
+  /**
+   * Recover, then process each batch that did not finish start to finish, in order, retrying each with backoff.
+   * A batch that finished (committed, published, acked) before the failure is only released.
+   */
   private async redo(signal: AbortSignal, stages: Stage[]): Promise<void> {
-    for (const stage of stages) await stage.done.catch(() => {}); // nothing of ours still running
+    for (const stage of stages) await stage.finished; // nothing of ours still running
+    let recovered = false;
     for (const stage of stages) {
+      if (!stage.failed) {
+        stage.release();
+        continue;
+      }
       await this.retrying(signal, async (attempt) => {
-        if (attempt === 0 || !this.recovered) await this.recover();
+        // Once at the start (the pipeline's head was ahead of the log), and again after any failed attempt.
+        if (!recovered || attempt > 0 || !this.recovered) await this.recover();
+        recovered = true;
         await this.processBatch(stage.batch);
       });
       stage.release();
@@ -332,7 +370,7 @@ export class Sequencer {
     await this.store.append(numbered.toStore, numbered.rejected);
     this.head = numbered.head;
     this.committedHead = numbered.head.sequenceId;
-    this.failpoint("after-commit");
+    this.failpoint("after-commit", numbered.head.sequenceId);
     this.observer.batch({
       size: batch.length,
       sequenced: numbered.toStore.length,
@@ -343,15 +381,16 @@ export class Sequencer {
     for (const r of numbered.rejected) {
       this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
     }
-    await this.publishAndAck(numbered.records, batch);
+    await this.publishAndAck(numbered.records, batch, numbered.head.sequenceId);
   }
 
   /**
    * Decodes a batch and finds which of its events are already stored. `inHand` are the batches still in the
    * pipeline, whose append may not have committed yet (a read cannot see them): their events count as stored.
    * That is only right if they commit. If one of them fails before committing, this batch cannot commit either
-   * (its append does not continue the log: the failed batch's last row is missing), and if a batch failed after
-   * its commit, its events are stored. Either way the pipeline is then drained and every batch prepared again.
+   * when that one had events (its append does not continue the log: their last row is missing), and when it had
+   * none it counted nothing as stored; a batch that failed after its commit has its events stored. Either way
+   * the pipeline is then drained and every batch prepared again.
    */
   private async prepare(batch: readonly IntakeMessage[], inHand: readonly Stores[]): Promise<Prepared> {
     const valid: IntakeEvent[] = [];
@@ -409,12 +448,13 @@ export class Sequencer {
   private async publishAndAck(
     records: readonly TradingRecord[],
     batch: readonly IntakeMessage[],
+    head: bigint,
   ): Promise<void> {
     await this.trading.append(records);
-    this.failpoint("after-publish");
+    this.failpoint("after-publish", head);
     const half = Math.floor(batch.length / 2);
     batch.forEach((msg, i) => {
-      if (i === half) this.failpoint("mid-ack");
+      if (i === half) this.failpoint("mid-ack", head);
       msg.ack();
     });
     this.lastError = null;

@@ -62,11 +62,14 @@ class SlowStore implements EventStore {
   maxInFlight = 0;
   refusedNotContinuing = 0;
   failAppend: number | null = null;
+  finds = 0;
+  failFind: number | null = null;
   async head(): Promise<Head> {
     const last = this.rows[this.rows.length - 1];
     return last ? { sequenceId: last.event.sequenceId, sequencedAt: last.event.sequencedAt } : EMPTY_HEAD;
   }
   async findStored(referenceIds: readonly bigint[], keys: readonly string[]) {
+    if (++this.finds === this.failFind) throw new Error("filter read failed");
     const refs = new Set(this.rows.map((row) => row.event.referenceId));
     const storedKeys = new Set(this.rows.flatMap((row) => row.event.idempotencyKey ?? []));
     return {
@@ -112,10 +115,13 @@ class SlowStore implements EventStore {
 
 class MemoryTrading implements TradingLog {
   readonly records: TradingRecord[] = [];
+  appends = 0;
+  failAppend: number | null = null;
   async lastSequence(): Promise<bigint> {
     return BigInt(this.records.length);
   }
   async append(records: readonly TradingRecord[]): Promise<void> {
+    if (records.length > 0 && ++this.appends === this.failAppend) throw new Error("PubAck timeout");
     for (const record of records) {
       if (record.sequenceId !== BigInt(this.records.length + 1)) throw new Error("out of order");
       this.records.push(record);
@@ -163,6 +169,28 @@ describe("sequencer pipeline", () => {
     expect(store.maxInFlight).toBeGreaterThanOrEqual(2);
     expect(store.rows.map((row) => row.event.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+  });
+
+  test("a publish that fails while later batches commit: all redone, each event stored, published and acked once", async () => {
+    const source = new ScriptedSource([[1n, 2n], [3n], [4n], [5n, 6n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    trading.failAppend = 1; // batch 1's publish, after its commit, while batch 2's append is in flight
+    await runUntil(sequencerOver(source, store, trading), () => source.acked.length === 6);
+    expect(store.rows.map((row) => row.event.referenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  test("a filter read that fails mid-pipeline: the batches before it finish, it and the rest are redone", async () => {
+    const source = new ScriptedSource([[1n, 2n], [3n, 1n], [4n]]);
+    const store = new SlowStore();
+    store.failFind = 2; // batch 2's read, while batch 1 commits
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading), () => source.acked.length === 5);
+    expect(store.rows.map((row) => row.event.referenceId)).toEqual([1n, 2n, 3n, 4n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n]);
+    expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
   });
 
   test("appends sent behind a failed one store nothing; every batch is redone in order, without a gap", async () => {

@@ -163,7 +163,9 @@ export class DrizzleEventStore implements EventStore {
    * messages, as data-modifying CTEs. A single statement is atomic without an explicit transaction, so a
    * connection lost mid-write can neither half-apply it nor leave a client-side transaction to roll back on a
    * dead socket. The continuity check (the row before the batch's first is stored) is what makes it safe to send
-   * the next batch's statement before this one's answer: if this one fails, the next one writes nothing.
+   * the next batch's statement before this one's answer: if this one fails, the next one writes nothing. It also
+   * covers postgres.js re-sending a prepared statement that PostgreSQL asked it to re-prepare: the retry goes out
+   * behind statements already pipelined, and those are refused rather than stored out of order. Do not drop it.
    */
   async append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void> {
     if (batch.length === 0 && rejected.length === 0) return;
