@@ -499,6 +499,35 @@ describe("POST /orders validation", () => {
   );
 
   test(
+    'a value that cannot be shown as text (an object with a "toString" member) → 400 naming the field, never a 500',
+    async () => {
+      // Found by the fuzz test: Elysia's validation error formats the value with a template literal, which throws.
+      const bodies: [string, string][] = [
+        ['{"direction":"BUY","price":"1","quantity":{"toString":1}}', "quantity"],
+        ['{"quantity":[{"toString":[]}]}', "quantity"],
+        ['{"direction":"BUY","price":[1,{"a":{"toString":"x"}}],"quantity":"1"}', "price"],
+      ];
+      for (const [raw, field] of bodies) {
+        const { error } = await expectRefused(
+          postOrder(raw, { token, raw: true }),
+          400,
+          "INVALID_INPUT",
+          field,
+        );
+        expect(error.message).toStartWith(`${field}: `);
+      }
+      // A "toString" key where a string is expected at the top level is an unknown field, refused as such.
+      await expectRefused(
+        postOrder('{"direction":"BUY","price":"1","quantity":"1","toString":1}', { token, raw: true }),
+        400,
+        "INVALID_INPUT",
+        "toString",
+      );
+    },
+    TEST_TIMEOUT,
+  );
+
+  test(
     "wrong content type → 415, also without a token (the guard runs first)",
     async () => {
       const body = JSON.stringify(validOrder);

@@ -52,11 +52,40 @@ async function parseJsonBody(request: Request, limit: number): Promise<unknown> 
   }
   // No body: an empty object, so a route without a body works and a route with one names the missing fields.
   if (bytes.byteLength === 0) return {};
+  let body: unknown;
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    body = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     throw new HttpError(400, "INVALID_JSON", "the request body is not valid JSON");
   }
+  refuseUnprintable(body);
+  return body;
+}
+
+/**
+ * Elysia 1.4 writes the offending value into a validation error's summary with a template literal. A JSON object
+ * with a "toString" member (e.g. `{"quantity":{"toString":1}}`, also inside an array) cannot be turned into text,
+ * so building that error throws and the request would end as a 500. No such value is valid in any of our bodies
+ * (their fields are strings), so it is refused here, as a 400 naming the top-level field it came in.
+ */
+function refuseUnprintable(body: unknown): void {
+  if (typeof body !== "object" || body === null) return;
+  for (const [field, value] of Object.entries(body)) {
+    if (hasToStringMember(value)) {
+      throw new HttpError(
+        400,
+        "INVALID_INPUT",
+        `${field}: not a valid value (an object with a "toString" member)`,
+        field,
+      );
+    }
+  }
+}
+
+function hasToStringMember(value: unknown): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (Array.isArray(value)) return value.some(hasToStringMember);
+  return Object.hasOwn(value, "toString") || Object.values(value).some(hasToStringMember);
 }
 
 /** Request counts and latency by route pattern (never by raw path: ids would explode the label set). */
