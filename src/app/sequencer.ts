@@ -246,21 +246,7 @@ export class Sequencer {
     release: () => void,
   ): Stage {
     this.head = numbered.head; // the next batch is numbered after this one; a failure resets it (recover)
-    const started = performance.now();
-    const committed = this.store.append(numbered.toStore, numbered.rejected).then(() => {
-      this.committedHead = numbered.head.sequenceId;
-      this.failpoint("after-commit", numbered.head.sequenceId);
-      this.observer.batch({
-        size: batch.length,
-        sequenced: numbered.toStore.length,
-        duplicates: numbered.duplicates,
-        rejected: numbered.rejected.length,
-        transactionMs: performance.now() - started,
-      });
-      for (const r of numbered.rejected) {
-        this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
-      }
-    });
+    const committed = this.append(batch, numbered);
     // TRADING order: this batch is published only after its own commit and the previous batch's publish. `done`
     // waits for the commit even when the previous batch failed, so that a redo never races a running statement.
     const previousDone = previous?.done ?? Promise.resolve();
@@ -366,9 +352,15 @@ export class Sequencer {
   /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
   async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
     const numbered = this.number(await this.prepare(batch, []));
+    await this.append(batch, numbered);
+    this.head = numbered.head;
+    await this.publishAndAck(numbered.records, batch, numbered.head.sequenceId);
+  }
+
+  /** Stores a numbered batch (one statement), then records the commit: status, failpoint, metrics, rejections. */
+  private async append(batch: readonly IntakeMessage[], numbered: Numbered): Promise<void> {
     const started = performance.now();
     await this.store.append(numbered.toStore, numbered.rejected);
-    this.head = numbered.head;
     this.committedHead = numbered.head.sequenceId;
     this.failpoint("after-commit", numbered.head.sequenceId);
     this.observer.batch({
@@ -381,7 +373,6 @@ export class Sequencer {
     for (const r of numbered.rejected) {
       this.log.warn("rejected intake message", { streamSeq: r.streamSeq, reason: r.reason });
     }
-    await this.publishAndAck(numbered.records, batch, numbered.head.sequenceId);
   }
 
   /**
