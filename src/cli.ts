@@ -2,31 +2,73 @@
 /**
  * sequencer serve [--role all|api|sequencer]   run the API and/or the sequencer (default: all)
  * sequencer migrate                            apply database migrations and exit
- * sequencer token --user <id> [--admin] [--ttl 24h]   print a signed JWT (only the token, on stdout)
+ * sequencer provision                          create the JetStream topology on NATS_URL as the admin role, and exit
+ * sequencer token --user <id> [--role reader|admin] [--ttl 24h] [--key <file> [--kid <kid>] [--alg <alg>]]
+ *                                            print a signed JWT (only the token, on stdout)
  * sequencer replay --after <seq> [--follow]   the sequenced events from TRADING as NDJSON on stdout
  * sequencer inspect [--json]                  streams, consumer, database head and a verdict on one screen
+ * sequencer inspect --verify [--from <seq>]   recompute the digest chain over `events`, compare it with TRADING,
+ *                                            name the first sequenceId that differs (exit 3; needs DATABASE_URL)
  * sequencer bench [--quick] [--json <path>]   measure against baselines in one run (docs/performance.md)
  */
 import { parseArgs } from "node:util";
 import { openDatabase } from "./adapters/db/client.ts";
-import { TokenService } from "./app/auth.ts";
-import { ConfigError, loadConfig, parseDuration, type Role } from "./config.ts";
+import { NatsAuthenticationError, type NatsIdentity } from "./adapters/nats/connection.ts";
+import { TOKEN_ROLES, type TokenRole, TokenService } from "./app/auth.ts";
+import { type Config, ConfigError, loadConfig, parseDuration, type Role } from "./config.ts";
 import { parsePositiveId } from "./domain/ids.ts";
 import { createLogger } from "./logger.ts";
 import { replay } from "./replay.ts";
+import { loadSigningKey, SigningKeyError, tokenPolicy } from "./runtime/auth-keys.ts";
 import { resolveAuthSecret } from "./runtime/auth-secret.ts";
+import { privateUmask, secureDataDir } from "./runtime/data-dir.ts";
+import { embeddedCredentials, embeddedEndpoint } from "./runtime/embedded-nats.ts";
 import { ProvisionError } from "./runtime/provision-tools.ts";
-import { startService } from "./service.ts";
+import { provisionBroker, startService } from "./service.ts";
 
 const USAGE = `usage:
   sequencer serve [--role all|api|sequencer]
   sequencer migrate
-  sequencer token --user <id> [--admin] [--ttl <duration, e.g. 24h>]
+  sequencer provision   (NATS_URL and the admin role's NATS_* credentials)
+  sequencer token --user <id> [--role reader|admin] [--admin] [--ttl <duration ≤ AUTH_MAX_TTL, e.g. 1h>]
+                  [--key <private JWK or PKCS#8 PEM file> [--kid <kid>] [--alg ES256|EdDSA|RS256]]
   sequencer replay --after <sequenceId> [--follow] [--nats <url>]
   sequencer inspect [--json] [--nats <url>]
+  sequencer inspect --verify [--from <sequenceId>] [--nats <url>]   (needs DATABASE_URL)
   sequencer bench [--quick] [--json <path>]  (all options: docs/performance.md)`;
 
 class UsageError extends Error {}
+
+/** The start banner's token ends up in container and CI logs: it lives at most this long. */
+const BANNER_TOKEN_TTL_SECONDS = 3600;
+
+/** 86_400_000 → "24h", 1_800_000 → "30m", 90_000 → "90s". */
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/**
+ * Where the read-only commands (replay, inspect) reach NATS, as the reader role: `--nats` or NATS_URL with the
+ * NATS_* credentials, or else the embedded broker that `serve` started from DATA_DIR, with the reader password
+ * it generated there.
+ */
+function readerTarget(
+  config: Config,
+  flagUrl: string | undefined,
+): { natsUrl: string; identity: NatsIdentity } {
+  const natsUrl = flagUrl ?? config.natsUrl;
+  if (natsUrl) return { natsUrl, identity: { role: "reader", credentials: config.natsCredentials } };
+  const endpoint = embeddedEndpoint(config.dataDir);
+  const credentials = embeddedCredentials(config.dataDir, "reader");
+  if (!endpoint || !credentials) {
+    throw new UsageError(
+      `no embedded broker has run from DATA_DIR=${config.dataDir}: start \`sequencer serve\` there, or set NATS_URL`,
+    );
+  }
+  return { natsUrl: endpoint.url, identity: { role: "reader", credentials } };
+}
 
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { role: { type: "string", default: "all" } } });
@@ -63,28 +105,45 @@ async function serve(args: string[]): Promise<void> {
   const db = config.databaseUrl ? "PostgreSQL (DATABASE_URL)" : `PGlite in ${config.dataDir}/pg`;
   const ws = service.natsWsUrl ? ` (WebSocket ${service.natsWsUrl})` : "";
   const lines = [`sequencer (${role}) up: NATS ${service.natsUrl}${ws}, database ${db}`];
-  if (service.url && service.tokens) {
-    const token = await service.tokens.mint(1n);
+  if (!config.natsUrl) {
     lines.push(
-      `API on ${service.url}  (docs: ${service.url}/openapi, metrics: ${service.url}/metrics)`,
-      "Place an order as user 1:",
+      `NATS users api, sequencer, reader, admin; passwords in ${config.dataDir}/nats-credentials/<user>.password (README: Security)`,
+    );
+  }
+  if (service.url && service.tokens) {
+    // Short-lived (the banner lands in logs), and only where this API holds a secret: with AUTH_JWKS alone the
+    // private keys are elsewhere, so the banner says how to mint one instead.
+    const ttlSeconds = Math.min(BANNER_TOKEN_TTL_SECONDS, service.tokens.maxTtlSeconds);
+    const token = service.tokens.canMint ? await service.tokens.mint(1n, { ttlSeconds }) : `'"$TOKEN"'`;
+    const valid = ttlSeconds % 3600 === 0 ? `${ttlSeconds / 3600} h` : `${Math.floor(ttlSeconds / 60)} min`;
+    lines.push(
+      `API on ${service.url}  (docs: ${service.url}/openapi; metrics and readiness details: ${service.opsUrl}/metrics, ${service.opsUrl}/readyz)`,
+      service.tokens.canMint
+        ? `Place an order as user 1 (token valid ${valid}; mint more with \`sequencer token --user 1\`):`
+        : "Place an order as user 1, with TOKEN=$(sequencer token --user 1 --key <private key file>) (AUTH_JWKS only: this API cannot mint tokens):",
       `  curl -sS -X POST ${service.url}/orders -H 'authorization: Bearer ${token}' -H 'content-type: application/json' -d '{"direction":"BUY","price":"100.5","quantity":"2"}'`,
-      "Then read the sequenced log:",
-      `  curl -sS '${service.url}/events?after=0&limit=10'`,
+      "Then read your own events (the whole log needs a reader token: sequencer token --user 1 --role reader):",
+      `  curl -sS '${service.url}/me/events?after=0&limit=10' -H 'authorization: Bearer ${token}'`,
     );
   }
   process.stdout.write(`${lines.join("\n")}\n`);
-  log.info("started", { url: service.url, nats: service.natsUrl });
+  log.info("started", { url: service.url, ops: service.opsUrl, nats: service.natsUrl });
 }
 
 async function migrate(): Promise<void> {
   const config = loadConfig();
+  // PGlite lives under DATA_DIR, which is its owner's alone (as `serve` keeps it).
+  if (!config.databaseUrl) {
+    privateUmask();
+    secureDataDir(config.dataDir);
+  }
   const database = await openDatabase({ url: config.databaseUrl, pgliteDir: `${config.dataDir}/pg` });
   try {
     await database.migrate();
   } finally {
     await database.close();
   }
+  if (!config.databaseUrl) secureDataDir(config.dataDir);
   process.stderr.write("migrations applied\n");
 }
 
@@ -93,18 +152,53 @@ async function token(args: string[]): Promise<void> {
     args,
     options: {
       user: { type: "string" },
+      role: { type: "string" },
       admin: { type: "boolean", default: false },
-      ttl: { type: "string", default: "24h" },
+      ttl: { type: "string" },
+      key: { type: "string" },
+      kid: { type: "string" },
+      alg: { type: "string" },
     },
   });
   const userId = parsePositiveId(values.user);
   if (userId === null) throw new UsageError("--user must be a positive 64-bit user id (digits)");
-  const ttlMs = parseDuration(values.ttl ?? "24h");
+  if (values.role !== undefined && !TOKEN_ROLES.includes(values.role as TokenRole)) {
+    throw new UsageError(`--role must be ${TOKEN_ROLES.join(" or ")} (none: a user token)`);
+  }
+  if (values.admin && values.role !== undefined && values.role !== "admin") {
+    throw new UsageError("--admin means --role admin: give one role");
+  }
+  const role = (values.role ?? (values.admin ? "admin" : undefined)) as TokenRole | undefined;
+  if (values.key === undefined && (values.kid !== undefined || values.alg !== undefined)) {
+    throw new UsageError("--kid and --alg go with --key");
+  }
+  const config = loadConfig();
+  const ttlMs =
+    values.ttl === undefined ? Math.min(24 * 3_600_000, config.authMaxTtlMs) : parseDuration(values.ttl);
   if (ttlMs === null || ttlMs < 1000) throw new UsageError("--ttl must be a duration like 30m or 24h");
-  const service = new TokenService(resolveAuthSecret(loadConfig()));
-  process.stdout.write(
-    `${await service.mint(userId, { admin: values.admin, ttlSeconds: Math.floor(ttlMs / 1000) })}\n`,
-  );
+  if (ttlMs > config.authMaxTtlMs) {
+    throw new UsageError(
+      `--ttl must be at most AUTH_MAX_TTL (${formatDuration(config.authMaxTtlMs)}): the API refuses longer-lived tokens`,
+    );
+  }
+  let service: TokenService;
+  if (values.key !== undefined) {
+    try {
+      const signingKey = await loadSigningKey(values.key, { kid: values.kid, alg: values.alg });
+      service = new TokenService({ signingKey, ...tokenPolicy(config) });
+    } catch (error) {
+      throw error instanceof SigningKeyError ? new UsageError(error.message) : error;
+    }
+  } else {
+    const secret = resolveAuthSecret(config);
+    if (secret === undefined) {
+      throw new UsageError(
+        "AUTH_JWKS is set and AUTH_SECRET is not: sign with --key <private JWK or PKCS#8 PEM file>",
+      );
+    }
+    service = new TokenService({ secret, ...tokenPolicy(config) });
+  }
+  process.stdout.write(`${await service.mint(userId, { role, ttlSeconds: Math.floor(ttlMs / 1000) })}\n`);
 }
 
 async function replayCommand(args: string[]): Promise<void> {
@@ -118,25 +212,41 @@ async function replayCommand(args: string[]): Promise<void> {
   });
   const after = values.after === "0" ? 0n : parsePositiveId(values.after);
   if (after === null) throw new UsageError("--after must be a sequenceId (0 or a positive 64-bit integer)");
-  const natsUrl = values.nats ?? loadConfig().natsUrl;
-  if (!natsUrl) {
-    throw new UsageError(
-      "replay reads TRADING from NATS: set NATS_URL or pass --nats (the serve banner prints the URL)",
-    );
-  }
-  await replay({ natsUrl, after, follow: values.follow ?? false });
+  const { natsUrl, identity } = readerTarget(loadConfig(), values.nats);
+  await replay({ natsUrl, after, follow: values.follow ?? false, identity });
 }
 
 async function inspectCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { json: { type: "boolean", default: false }, nats: { type: "string" } },
+    options: {
+      json: { type: "boolean", default: false },
+      nats: { type: "string" },
+      verify: { type: "boolean", default: false },
+      from: { type: "string" },
+    },
   });
   const config = loadConfig();
-  const natsUrl = values.nats ?? config.natsUrl;
-  if (!natsUrl) throw new UsageError("inspect needs NATS_URL or --nats (the serve banner prints the URL)");
+  if (values.from !== undefined && !values.verify) throw new UsageError("--from goes with --verify");
+  const from = values.from === undefined ? 1n : parsePositiveId(values.from);
+  if (from === null) throw new UsageError("--from must be a sequenceId (a positive 64-bit integer)");
+  if (values.verify && !config.databaseUrl) {
+    throw new UsageError(
+      "inspect --verify reads the events table: set DATABASE_URL (PGlite belongs to the running service and cannot be opened beside it)",
+    );
+  }
+  const { natsUrl, identity } = readerTarget(config, values.nats);
+  if (values.verify) {
+    const { formatVerification, verifyLog } = await import("./inspect.ts");
+    const verification = await verifyLog(natsUrl, config.databaseUrl, from, identity);
+    process.stdout.write(
+      `${values.json ? JSON.stringify(verification) : formatVerification(verification)}\n`,
+    );
+    if (verification.state === "MISMATCH") process.exitCode = 3;
+    return;
+  }
   const { formatInspection, inspect } = await import("./inspect.ts");
-  const result = await inspect(natsUrl, config.databaseUrl);
+  const result = await inspect(natsUrl, config.databaseUrl, identity);
   process.stdout.write(`${values.json ? JSON.stringify(result) : formatInspection(result)}\n`);
   if (result.verdict.state === "MISMATCH") process.exitCode = 3;
 }
@@ -148,6 +258,15 @@ async function main(argv: string[]): Promise<void> {
       return serve(rest);
     case "migrate":
       return migrate();
+    case "provision": {
+      const config = loadConfig();
+      await provisionBroker(
+        config,
+        createLogger({ service: "sequencer", role: "provision" }, config.logLevel),
+      );
+      process.stderr.write("JetStream topology provisioned\n");
+      return;
+    }
     case "token":
       return token(rest);
     case "replay":
@@ -166,6 +285,11 @@ main(process.argv.slice(2)).catch((error: unknown) => {
     // One line that says what is missing and the ways to get it; nothing has been started.
     process.stderr.write(`${error.message}\n`);
     process.exit(69); // EX_UNAVAILABLE
+  }
+  if (error instanceof NatsAuthenticationError) {
+    // One line naming who was refused (never the secret); retrying would only be refused again.
+    process.stderr.write(`${error.message}\n`);
+    process.exit(77); // EX_NOPERM
   }
   if (error instanceof ConfigError) {
     process.stderr.write(`configuration error: ${error.message}\n`);

@@ -1,6 +1,9 @@
 /**
  * Environment → typed configuration. Every bad value stops start-up with one line naming the variable.
  */
+import { existsSync } from "node:fs";
+import type { Rate } from "./adapters/http/rate-limit.ts";
+import { type NatsCredentials, publicKeyOf } from "./adapters/nats/credentials.ts";
 import type { Failpoint } from "./app/sequencer.ts";
 import { MAX_WORKER_ID } from "./domain/ids.ts";
 
@@ -9,13 +12,30 @@ export type Role = "all" | "api" | "sequencer";
 export type Config = {
   port: number;
   host: string;
+  /** The ops listener (/metrics, /readyz with details, /healthz): off the public port, loopback by default. */
+  opsPort: number;
+  opsHost: string;
   /** Unset: start an embedded nats-server child. ws:// or wss:// connects over WebSocket (edge runtimes). */
   natsUrl: string | undefined;
+  /**
+   * How this process authenticates to an external NATS_URL (one of NATS_CREDS, NATS_USER + NATS_PASSWORD,
+   * NATS_TOKEN, NATS_NKEY_SEED). Unset with the embedded broker: the service uses the per-role passwords it
+   * generated under DATA_DIR.
+   */
+  natsCredentials: NatsCredentials | undefined;
   /** Unset: use PGlite under DATA_DIR/pg. */
   databaseUrl: string | undefined;
   dataDir: string;
   /** Unset: generated once under DATA_DIR in embedded mode; required otherwise (see auth-secret.ts). */
   authSecret: string | undefined;
+  /** AUTH_MAX_TTL: the longest lifetime (exp − iat) a bearer token may claim; `token --ttl` refuses more. */
+  authMaxTtlMs: number;
+  /** AUTH_ISSUER: when set, tokens must carry this `iss` (and `token` sets it). */
+  authIssuer: string | undefined;
+  /** AUTH_AUDIENCE: when set, tokens must carry this `aud` (and `token` sets it). */
+  authAudience: string | undefined;
+  /** AUTH_JWKS: public keys (a JWKS file path or an https URL) for ES256 / EdDSA / RS256 tokens. */
+  authJwks: string | undefined;
   /** Unset: lease a free snowflake worker id from NATS (see worker-lease.ts). */
   workerId: number | undefined;
   duplicateWindowMs: number;
@@ -31,6 +51,16 @@ export type Config = {
   ackWaitMs: number;
   maxAckPending: number;
   bodyLimitBytes: number;
+  /** Write requests per user (token bucket, burst = count); null = off. Per process. */
+  rateLimit: Rate | null;
+  /** Failed authentications (401) per client IP before that IP gets 429; null = off. Per process. */
+  authFailureLimit: Rate | null;
+  /** How long a request body may take to arrive (408 after). */
+  bodyTimeoutMs: number;
+  /** Most HTTP requests in progress at once (503 beyond); 0 = no cap. */
+  maxInFlight: number;
+  /** One aggregated log line of refused requests (401/403/429) per this interval at most. */
+  auditIntervalMs: number;
   logLevel: "info" | "warn" | "error" | "silent";
   /** Fault injection for tests: die (SIGKILL) at this point of the FAILPOINT_AFTER-th batch that reaches it. */
   failpoint: Failpoint | undefined;
@@ -74,6 +104,28 @@ function duration(env: Env, name: string, fallback: string, minMs: number, maxMs
   return ms;
 }
 
+/** "<count>/<duration>" (e.g. "50/1s", "20/1m"), or "off" → null. */
+function rate(env: Env, name: string, fallback: string): Rate | null {
+  const raw = (env[name] || fallback).trim();
+  if (raw === "off") return null;
+  const match = /^(\d+)\/(\d+(?:ms|s|m|h))$/.exec(raw);
+  const count = Number(match?.[1]);
+  const perMs = match?.[2] ? parseDuration(match[2]) : null;
+  if (
+    !match ||
+    !Number.isSafeInteger(count) ||
+    count < 1 ||
+    count > 1_000_000 ||
+    !perMs ||
+    perMs > 86_400_000
+  ) {
+    throw new ConfigError(
+      `${name} must be "<count>/<duration>" like "50/1s" or "20/1m" (count 1 to 1000000, duration up to 24h), or "off" (got ${JSON.stringify(raw)})`,
+    );
+  }
+  return { count, perMs };
+}
+
 function url(env: Env, name: string, protocols: string[]): string | undefined {
   const raw = env[name];
   if (raw === undefined || raw === "") return undefined;
@@ -89,11 +141,93 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return raw;
 }
 
+/** At most one way to authenticate, complete, and never with the embedded broker (it has its own). */
+function natsCredentials(env: Env, natsUrl: string | undefined): NatsCredentials | undefined {
+  const given = ["NATS_CREDS", "NATS_USER", "NATS_TOKEN", "NATS_NKEY_SEED"].filter((name) => env[name]);
+  if (env.NATS_PASSWORD && !env.NATS_USER) throw new ConfigError("NATS_PASSWORD is set but NATS_USER is not");
+  if (given.length === 0) return undefined;
+  if (given.length > 1) {
+    throw new ConfigError(`set one way to authenticate to NATS, not ${given.join(" and ")}`);
+  }
+  if (!natsUrl) {
+    throw new ConfigError(
+      `${given[0]} is set but NATS_URL is not: the embedded broker uses the credentials it generates under DATA_DIR`,
+    );
+  }
+  if (env.NATS_CREDS) {
+    if (!existsSync(env.NATS_CREDS)) throw new ConfigError(`NATS_CREDS names a file that does not exist`);
+    return { kind: "creds", file: env.NATS_CREDS };
+  }
+  if (env.NATS_USER) {
+    if (!env.NATS_PASSWORD) throw new ConfigError("NATS_USER is set but NATS_PASSWORD is not");
+    return { kind: "user", user: env.NATS_USER, password: env.NATS_PASSWORD };
+  }
+  if (env.NATS_TOKEN) return { kind: "token", token: env.NATS_TOKEN };
+  const seed = env.NATS_NKEY_SEED ?? "";
+  // A user seed starts with "SU"; anything else (or a typo) would only fail later as a refused connection.
+  if (publicKeyOf(seed) === null || !seed.trim().startsWith("SU")) {
+    throw new ConfigError("NATS_NKEY_SEED must be a user nkey seed (starts with SU)");
+  }
+  return { kind: "nkey", seed };
+}
+
+/**
+ * Example AUTH_SECRET values shown to users (compose.yaml used to ship the first): a deployment left on one lets
+ * anyone who read the docs mint admin tokens, so they are refused like a short secret.
+ */
+export const EXAMPLE_AUTH_SECRETS: readonly string[] = ["change-me-change-me-change-me-change-me"];
+
+/** Shortest AUTH_SECRET accepted, in bytes (an HS256 key should be at least the hash's 32 bytes). */
+export const MIN_AUTH_SECRET_BYTES = 32;
+
+/**
+ * Refuses a weak AUTH_SECRET with one line naming AUTH_SECRET (never echoing it); `source` says where it came
+ * from when that is not the environment (the generated file under DATA_DIR).
+ */
+export function checkAuthSecret(secret: string, source = "AUTH_SECRET"): void {
+  const make = "generate one with `openssl rand -base64 48`";
+  if (secret.length === 0) {
+    throw new ConfigError(
+      `AUTH_SECRET: ${source} is empty; delete it to have a new secret generated, or write one of at least ${MIN_AUTH_SECRET_BYTES} bytes`,
+    );
+  }
+  if (EXAMPLE_AUTH_SECRETS.includes(secret.trim())) {
+    throw new ConfigError(
+      `AUTH_SECRET: ${source} is the example value from the documentation, which anyone can sign tokens with; ${make}`,
+    );
+  }
+  const bytes = new TextEncoder().encode(secret).length;
+  if (bytes < MIN_AUTH_SECRET_BYTES) {
+    throw new ConfigError(
+      `AUTH_SECRET: ${source} must be at least ${MIN_AUTH_SECRET_BYTES} bytes, an HS256 key (got ${bytes}); ${make}`,
+    );
+  }
+}
+
+/** AUTH_JWKS: a path to an existing file, or an https URL (http only on loopback, for tests and sidecars). */
+function jwksSource(env: Env): string | undefined {
+  const raw = env.AUTH_JWKS;
+  if (raw === undefined || raw === "") return undefined;
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) {
+    if (!existsSync(raw)) throw new ConfigError("AUTH_JWKS names a file that does not exist");
+    return raw;
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError("AUTH_JWKS must be a JWKS file path or an https:// URL");
+  }
+  const loopback = ["127.0.0.1", "localhost", "[::1]"].includes(parsed.hostname);
+  if (parsed.protocol !== "https:" && !(parsed.protocol === "http:" && loopback)) {
+    throw new ConfigError(`AUTH_JWKS must be an https:// URL or a file path (got ${parsed.protocol})`);
+  }
+  return raw;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const authSecret = env.AUTH_SECRET || undefined;
-  if (authSecret !== undefined && authSecret.length < 32) {
-    throw new ConfigError("AUTH_SECRET must be at least 32 characters (an HS256 key)");
-  }
+  if (authSecret !== undefined) checkAuthSecret(authSecret);
   const logLevel = env.LOG_LEVEL || "info";
   if (logLevel !== "info" && logLevel !== "warn" && logLevel !== "error" && logLevel !== "silent") {
     throw new ConfigError(`LOG_LEVEL must be info, warn, error or silent (got ${JSON.stringify(logLevel)})`);
@@ -111,13 +245,21 @@ export function loadConfig(env: Env = process.env): Config {
       `SEQUENCER_MAX_BATCH_SIZE must be at least SEQUENCER_BATCH_SIZE (${batchSize}) (got ${maxBatchSize})`,
     );
   }
+  const natsUrl = url(env, "NATS_URL", ["nats:", "tls:", "ws:", "wss:"]);
   return {
     port: integer(env, "PORT", 3000, 0, 65535),
     host: env.HOST || "127.0.0.1",
-    natsUrl: url(env, "NATS_URL", ["nats:", "tls:", "ws:", "wss:"]),
+    opsPort: integer(env, "OPS_PORT", 9464, 0, 65535),
+    opsHost: env.OPS_HOST || "127.0.0.1",
+    natsUrl,
+    natsCredentials: natsCredentials(env, natsUrl),
     databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
     dataDir: env.DATA_DIR || "./data",
     authSecret,
+    authMaxTtlMs: duration(env, "AUTH_MAX_TTL", "24h", 60_000, 30 * 24 * 3_600_000),
+    authIssuer: env.AUTH_ISSUER || undefined,
+    authAudience: env.AUTH_AUDIENCE || undefined,
+    authJwks: jwksSource(env),
     workerId: env.WORKER_ID ? integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID) : undefined,
     duplicateWindowMs: duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000),
     streamReplicas: integer(env, "STREAM_REPLICAS", 1, 1, 5),
@@ -131,6 +273,13 @@ export function loadConfig(env: Env = process.env): Config {
     // A few batches in hand are enough to keep the pipeline fed; more only costs memory (docs/performance.md).
     maxAckPending: integer(env, "SEQUENCER_MAX_ACK_PENDING", 4_000, 1, 1_000_000),
     bodyLimitBytes: integer(env, "BODY_LIMIT_BYTES", 16_384, 256, 10_485_760),
+    // 50/s with a burst of 50 per user: far above what a person or a normal client sends, and a burst like 120
+    // orders at once is cut after the 50th (README, "Limits").
+    rateLimit: rate(env, "RATE_LIMIT", "50/1s"),
+    authFailureLimit: rate(env, "AUTH_FAILURE_LIMIT", "20/1m"),
+    bodyTimeoutMs: duration(env, "BODY_TIMEOUT", "10s", 100, 600_000),
+    maxInFlight: integer(env, "MAX_IN_FLIGHT", 4_096, 0, 1_000_000),
+    auditIntervalMs: duration(env, "AUDIT_INTERVAL", "10s", 100, 3_600_000),
     logLevel,
     failpoint: failpoint as Failpoint | undefined,
     failpointAfter: integer(env, "FAILPOINT_AFTER", 1, 1, 1_000_000),

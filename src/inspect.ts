@@ -1,12 +1,23 @@
 /**
  * `sequencer inspect`: the state of the pipeline on one screen — SEQUENCE, the `sequencer` consumer, TRADING,
  * the database head — and a verdict: in sync, behind (work in flight), or MISMATCH (an invariant is broken:
- * TRADING ahead of the log, or a hole in the log). `--json` prints the same as one JSON object.
+ * TRADING ahead of the log, a hole in the log, or TRADING's last message not the log's event at that position:
+ * its digest header or bytes differ). `--json` prints the same as one JSON object.
+ *
+ * `sequencer inspect --verify [--from N]` (verifyLog) walks the whole log from N: it recomputes the digest chain
+ * over `events` and compares every event with TRADING's message at its position, and names the first sequenceId
+ * where anything differs.
  */
-import { jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import postgres from "postgres";
-import { connectNats } from "./adapters/nats/connection.ts";
+import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER, TRADING_STREAM } from "./adapters/nats/topology.ts";
+import {
+  hasDigestHeader,
+  type TradingMessage,
+  tradingDifference,
+} from "./adapters/nats/trading-publisher.ts";
+import { DigestChain, ZERO_DIGEST } from "./app/log-digest.ts";
 
 export type Inspection = {
   sequence: { messages: number; firstSeq: number; lastSeq: number; bytes: number };
@@ -19,14 +30,24 @@ export type Inspection = {
   };
   trading: { messages: number; lastSeq: number };
   database: { head: string; count: string; rejected: string } | null;
+  /**
+   * TRADING's last message compared with the log's event at that position (digest header, bytes, subject):
+   * `difference` null when they match. Null when not compared (no database, TRADING empty or ahead of the log).
+   */
+  tail: { sequenceId: string; difference: string | null } | null;
   verdict: { state: "in sync" | "behind" | "MISMATCH"; detail: string };
 };
 
-export async function inspect(natsUrl: string, databaseUrl: string | undefined): Promise<Inspection> {
-  const nc = await connectNats(natsUrl, { timeout: 5_000 });
+export async function inspect(
+  natsUrl: string,
+  databaseUrl: string | undefined,
+  identity: NatsIdentity = {},
+): Promise<Inspection> {
+  const nc = await connectNats(natsUrl, { ...identity, timeout: 5_000 });
   let sequence: Inspection["sequence"];
   let consumer: Inspection["consumer"];
   let trading: Inspection["trading"];
+  let tailMessage: TradingMessage | null = null;
   try {
     const jsm = await jetstreamManager(nc);
     const [s, c, t] = await Promise.all([
@@ -48,11 +69,15 @@ export async function inspect(natsUrl: string, databaseUrl: string | undefined):
       ackFloor: c.ack_floor.stream_seq,
     };
     trading = { messages: t.state.messages, lastSeq: t.state.last_seq };
+    if (databaseUrl && t.state.messages > 0) {
+      tailMessage = await jsm.streams.getMessage(TRADING_STREAM, { seq: t.state.last_seq });
+    }
   } finally {
     await nc.close();
   }
 
   let database: Inspection["database"] = null;
+  let tail: Inspection["tail"] = null;
   if (databaseUrl) {
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
     try {
@@ -61,17 +86,38 @@ export async function inspect(natsUrl: string, databaseUrl: string | undefined):
                (select count(*) from rejected_messages)::text as rejected
         from events`;
       database = row ?? null;
+      if (database && trading.lastSeq > 0 && BigInt(trading.lastSeq) <= BigInt(database.head)) {
+        const at = BigInt(trading.lastSeq);
+        const [event] = await sql<{ type: string; payload: string; digest: string }[]>`
+          select type, payload, encode(digest, 'hex') as digest from events where sequence_id = ${at.toString()}`;
+        tail = {
+          sequenceId: at.toString(),
+          difference: !tailMessage
+            ? "TRADING has no message there"
+            : !event
+              ? "the log has no event there"
+              : tradingDifference(tailMessage, { sequenceId: at, ...event }),
+        };
+      }
     } finally {
       await sql.end({ timeout: 5 });
     }
   }
-  return { sequence, consumer, trading, database, verdict: verdictOf(consumer, trading, database) };
+  return {
+    sequence,
+    consumer,
+    trading,
+    database,
+    tail,
+    verdict: verdictOf(consumer, trading, database, tail),
+  };
 }
 
 export function verdictOf(
   consumer: Inspection["consumer"],
   trading: Inspection["trading"],
   database: Inspection["database"],
+  tail: Inspection["tail"] = null,
 ): Inspection["verdict"] {
   const waiting = consumer.pending + consumer.ackPending;
   if (!database) {
@@ -90,6 +136,12 @@ export function verdictOf(
   if (tradingLast > head) {
     return { state: "MISMATCH", detail: `TRADING is at ${tradingLast}, ahead of the database head ${head}` };
   }
+  if (tail?.difference) {
+    return {
+      state: "MISMATCH",
+      detail: `TRADING's message at sequenceId ${tail.sequenceId} is not the log's event: ${tail.difference} (inspect --verify finds the first difference)`,
+    };
+  }
   const parts: string[] = [];
   if (tradingLast < head) parts.push(`TRADING ${head - tradingLast} behind the database`);
   if (waiting > 0) parts.push(`${waiting} intake messages not yet sequenced`);
@@ -105,8 +157,164 @@ export function formatInspection(i: Inspection): string {
   return [
     `SEQUENCE   messages ${i.sequence.messages}  first ${i.sequence.firstSeq}  last ${i.sequence.lastSeq}  bytes ${i.sequence.bytes}`,
     `consumer   ${SEQUENCER_CONSUMER}: pending ${i.consumer.pending}  ack pending ${i.consumer.ackPending}  redelivered ${i.consumer.redelivered}  last delivered ${i.consumer.lastDelivered}  ack floor ${i.consumer.ackFloor}`,
-    `TRADING    messages ${i.trading.messages}  last ${i.trading.lastSeq}`,
+    `TRADING    messages ${i.trading.messages}  last ${i.trading.lastSeq}${
+      i.tail === null
+        ? ""
+        : i.tail.difference === null
+          ? "  (its last message matches the log)"
+          : `  (DIFFERS from the log: ${i.tail.difference})`
+    }`,
     `database   ${db}`,
     `verdict    ${i.verdict.state === "behind" ? "behind" : i.verdict.state}: ${i.verdict.detail}`,
   ].join("\n");
+}
+
+/** The outcome of `inspect --verify`: OK, or the first sequenceId where the log or TRADING differs. */
+export type Verification = {
+  state: "OK" | "MISMATCH";
+  /** The first sequenceId that differs (MISMATCH only). */
+  sequenceId: string | null;
+  detail: string;
+};
+
+const VERIFY_PAGE = 1_000;
+
+/** The iterator's next value, or undefined when it ends or gives nothing within `ms` (a message removed meanwhile). */
+async function nextWithin<T>(iterator: AsyncIterator<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    const next = await Promise.race([iterator.next(), timeout]);
+    return next === undefined || next.done ? undefined : next.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Walks `events` from `from` (keyset pages) and TRADING from the same position (an ordered consumer) in step, up
+ * to the heads both had when it started. For each event: the digest chained from the previous one (starting from
+ * row from-1's stored digest) must equal the stored digest, and TRADING's message at that position must carry
+ * the same bytes, subject and `Sequencer-Digest`. Names the first sequenceId where anything differs. Reads the
+ * database directly: it needs DATABASE_URL (PGlite belongs to the running service).
+ */
+export async function verifyLog(
+  natsUrl: string,
+  databaseUrl: string | undefined,
+  from: bigint,
+  identity: NatsIdentity = {},
+): Promise<Verification> {
+  if (!databaseUrl) {
+    throw new Error(
+      "inspect --verify reads the events table: set DATABASE_URL (PGlite belongs to the running service)",
+    );
+  }
+  if (from < 1n) throw new Error("--from must be a sequenceId (1 or more)");
+  const mismatch = (sequenceId: bigint, detail: string): Verification => ({
+    state: "MISMATCH",
+    sequenceId: sequenceId.toString(),
+    detail,
+  });
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+  const nc = await connectNats(natsUrl, { ...identity, timeout: 5_000 }).catch(async (error) => {
+    await sql.end({ timeout: 5 });
+    throw error;
+  });
+  let messages: { close(): Promise<unknown> } | undefined;
+  let published: AsyncIterator<JsMsg> | undefined;
+  try {
+    const info = (await (await jetstreamManager(nc)).streams.info(TRADING_STREAM)).state;
+    const tradingLast = BigInt(info.last_seq);
+    const [h] = await sql<{ head: string }[]>`select coalesce(max(sequence_id), 0)::text as head from events`;
+    const head = BigInt(h?.head ?? "0");
+    let chainedFrom = ZERO_DIGEST;
+    if (from > 1n) {
+      const [before] = await sql<{ digest: string }[]>`
+        select encode(digest, 'hex') as digest from events where sequence_id = ${(from - 1n).toString()}`;
+      if (!before)
+        return mismatch(from - 1n, `the log has no event ${from - 1n} to chain event ${from} from`);
+      chainedFrom = before.digest;
+    }
+    const chain = new DigestChain(chainedFrom);
+    // TRADING from `from` (or its first message, if older ones were removed) to its last one.
+    const tradingFirst = BigInt(info.messages > 0 ? info.first_seq : info.last_seq + 1);
+    const tradingFrom = from > tradingFirst ? from : tradingFirst;
+    if (tradingFrom <= tradingLast) {
+      const consumer = await jetstream(nc).consumers.get(TRADING_STREAM, {
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Number(tradingFrom),
+      });
+      const consuming = await consumer.consume();
+      messages = consuming;
+      published = (consuming as AsyncIterable<JsMsg>)[Symbol.asyncIterator]();
+    }
+
+    let expected = from;
+    /** TRADING messages with the log's bytes but no digest header: published before the digest chain existed. */
+    let withoutDigest = 0;
+    while (expected <= head) {
+      // (`id`, not `sequence_id`: ORDER BY would take the text column of that name and sort "10" before "2".)
+      const page = await sql<{ id: string; type: string; payload: string; digest: string }[]>`
+        select sequence_id::text as id, type, payload, encode(digest, 'hex') as digest from events
+        where sequence_id >= ${expected.toString()} and sequence_id <= ${head.toString()}
+        order by events.sequence_id limit ${VERIFY_PAGE}`;
+      if (page.length === 0) break;
+      for (const row of page) {
+        const sequenceId = BigInt(row.id);
+        if (sequenceId !== expected) return mismatch(expected, `the log has no event ${expected}: a hole`);
+        const problems: string[] = [];
+        if (chain.next(row.payload) !== row.digest) {
+          problems.push(
+            `its stored digest ${row.digest} does not follow from its payload and the previous digest (the payload or the digest was changed)`,
+          );
+        }
+        if (published && sequenceId >= tradingFrom && sequenceId <= tradingLast) {
+          const message = await nextWithin(published, 10_000);
+          if (!message || BigInt(message.seq) !== sequenceId) {
+            problems.push(`TRADING has no message at ${sequenceId}`);
+          } else {
+            const read = { subject: message.subject, data: message.data, header: message.headers };
+            if (!hasDigestHeader(read)) withoutDigest++;
+            const difference = tradingDifference(read, {
+              sequenceId,
+              type: row.type,
+              payload: row.payload,
+              digest: row.digest,
+            });
+            if (difference !== null) problems.push(`TRADING: ${difference}`);
+          }
+        }
+        if (problems.length > 0) return mismatch(sequenceId, problems.join("; "));
+        expected++;
+      }
+    }
+    if (tradingLast > head) {
+      return mismatch(head + 1n, `TRADING is at ${tradingLast}, past the log's head ${head}`);
+    }
+    const checked = head >= from ? `events ${from}..${head}` : `no events from ${from} (head ${head})`;
+    const onTrading =
+      tradingLast >= tradingFrom ? `TRADING ${tradingFrom}..${tradingLast}` : "nothing on TRADING to compare";
+    const behind = tradingLast < head ? `; ${head - tradingLast} events not yet on TRADING` : "";
+    const legacy =
+      withoutDigest > 0 ? `; ${withoutDigest} TRADING messages predate the digest chain (no header)` : "";
+    return {
+      state: "OK",
+      sequenceId: null,
+      detail: `${checked} chain intact, ${onTrading} match${behind}${legacy} (head digest ${chain.head})`,
+    };
+  } finally {
+    // Ending the iteration first, as a `for await` would: close() waits for the iterator to finish.
+    await published?.return?.();
+    await messages?.close();
+    await nc.close();
+    await sql.end({ timeout: 5 });
+  }
+}
+
+export function formatVerification(v: Verification): string {
+  return v.state === "OK"
+    ? `verify     OK: ${v.detail}`
+    : `verify     MISMATCH at sequenceId ${v.sequenceId}: ${v.detail}`;
 }

@@ -5,17 +5,17 @@
  * plain ordered read from a stream position, the way any consumer of TRADING can replay.
  */
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
+import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { TRADING_STREAM } from "./adapters/nats/topology.ts";
 
-export type ReplayOptions = { natsUrl: string; after: bigint; follow: boolean };
+export type ReplayOptions = { natsUrl: string; after: bigint; follow: boolean; identity?: NatsIdentity };
 
 async function write(line: string): Promise<void> {
   if (!process.stdout.write(line)) await new Promise((resolve) => process.stdout.once("drain", resolve));
 }
 
-export async function replay({ natsUrl, after, follow }: ReplayOptions): Promise<number> {
-  const nc = await connect({ servers: natsUrl, timeout: 5_000 });
+export async function replay({ natsUrl, after, follow, identity }: ReplayOptions): Promise<number> {
+  const nc = await connectNats(natsUrl, { ...identity, timeout: 5_000 });
   let written = 0;
   try {
     const jsm = await jetstreamManager(nc);

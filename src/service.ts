@@ -3,42 +3,48 @@ import { hostname } from "node:os";
  * Composition root: builds the adapters for the requested role, wires them into the use cases, starts them,
  * and stops them in reverse order. The only file that knows every concrete class.
  */
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type NatsConnection, PermissionViolationError } from "@nats-io/transport-node";
 import { type Database, openDatabase } from "./adapters/db/client.ts";
 import { DrizzleEventStore } from "./adapters/db/event-store.ts";
 import { InProcessWriterLease, PostgresWriterLease, type WriterLease } from "./adapters/db/writer-lease.ts";
-import { createHttpApp, createOpsApp } from "./adapters/http/app.ts";
+import { createHealthApp, createHttpApp, createOpsApp } from "./adapters/http/app.ts";
 import type { ReadinessCheck } from "./adapters/http/ops.ts";
 import { Metrics } from "./adapters/metrics.ts";
-import { connectNats } from "./adapters/nats/connection.ts";
+import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { KvIdempotencyStore } from "./adapters/nats/idempotency-kv.ts";
 import { JetStreamIntakeSource } from "./adapters/nats/intake-consumer.ts";
 import { JetStreamIntakeLookup } from "./adapters/nats/intake-lookup.ts";
 import { JetStreamIntakePublisher } from "./adapters/nats/intake-publisher.ts";
+import type { NatsRole } from "./adapters/nats/permissions.ts";
 import {
+  ensureBuckets,
   ensureTopology,
   INTAKE_STREAM,
   SEQUENCER_CONSUMER,
   TRADING_STREAM,
 } from "./adapters/nats/topology.ts";
 import { JetStreamTradingLog } from "./adapters/nats/trading-publisher.ts";
-import { WorkerLease } from "./adapters/nats/worker-lease.ts";
-import { TokenService } from "./app/auth.ts";
+import { WORKER_LEASE_TTL_MS, WorkerLease } from "./adapters/nats/worker-lease.ts";
+import type { TokenService } from "./app/auth.ts";
 import { backoffDelay, sleep } from "./app/backoff.ts";
 import { IntakeService } from "./app/intake.ts";
 import { type LeadershipState, type LeaderTerm, runWhileLeader } from "./app/leadership.ts";
 import { type FailpointHook, Sequencer } from "./app/sequencer.ts";
-import type { Config, Role } from "./config.ts";
+import { type Config, ConfigError, type Role } from "./config.ts";
 import { SnowflakeGenerator } from "./domain/ids.ts";
 import type { Logger } from "./logger.ts";
-import { resolveAuthSecret } from "./runtime/auth-secret.ts";
+import { createTokenService } from "./runtime/auth-keys.ts";
+import { privateUmask, secureDataDir } from "./runtime/data-dir.ts";
 import { type EmbeddedNats, startEmbeddedNats } from "./runtime/embedded-nats.ts";
 import { serveHttp } from "./runtime/http-server.ts";
+import { ensureNatsServer } from "./runtime/provision-tools.ts";
 
 export type RunningService = {
   /** Base URL of the HTTP server (the API, or just /healthz and /readyz for the sequencer role). */
   url: string;
+  /** Base URL of the ops listener: /metrics, /readyz with details, /healthz. */
+  opsUrl: string;
   natsUrl: string;
   /** The embedded server's WebSocket URL, when this process started one. */
   natsWsUrl: string | undefined;
@@ -55,7 +61,8 @@ async function withRetry<T>(log: Logger, what: string, step: () => Promise<T>, a
     try {
       return await step();
     } catch (error) {
-      if (attempt + 1 >= attempts) throw error;
+      // A refusal that configuration must fix (e.g. missing permissions) does not get better by waiting.
+      if (error instanceof ConfigError || attempt + 1 >= attempts) throw error;
       const delayMs = backoffDelay(attempt, 200, 3_000);
       log.warn(`${what} failed; retrying`, { attempt, delayMs, error });
       await sleep(delayMs);
@@ -73,6 +80,75 @@ function trackConnection(nc: NatsConnection, log: Logger): () => boolean {
     }
   })().catch((error) => log.error("nats status watcher stopped", { error }));
   return () => connected && !nc.isClosed();
+}
+
+/** True when the broker refused a request for want of permission (here or in the error's causes). */
+function isPermissionError(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof PermissionViolationError) return true;
+  }
+  return false;
+}
+
+/**
+ * Creates or checks the streams, the consumer and the buckets. A role that may only read them (every runtime
+ * role on an authorizing broker) passes when they exist as wanted; when something must be created or changed it
+ * stops with one line saying who may do it, instead of retrying a refusal.
+ */
+async function provision(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  config: Config,
+  log: Logger,
+  buckets: boolean,
+) {
+  await withRetry(log, "JetStream provisioning", async () => {
+    try {
+      await ensureTopology(jsm, {
+        replicas: config.streamReplicas,
+        duplicateWindowMs: config.duplicateWindowMs,
+        ackWaitMs: config.ackWaitMs,
+        maxAckPending: config.maxAckPending,
+      });
+      // The buckets are the API's alone: the sequencer role may not even read their info.
+      if (buckets) {
+        await ensureBuckets(js, {
+          idempotencyWindowMs: config.idempotencyWindowMs,
+          replicas: config.streamReplicas,
+        });
+      }
+    } catch (error) {
+      if (isPermissionError(error)) throw new ConfigError(permissionMessage(error));
+      throw error;
+    }
+  });
+}
+
+/** `sequencer provision`: creates the topology on an external broker, as the admin role, and returns. */
+export async function provisionBroker(config: Config, log: Logger): Promise<void> {
+  if (!config.natsUrl) {
+    throw new ConfigError(
+      "provision sets up an external broker (NATS_URL); the embedded one provisions itself",
+    );
+  }
+  const nc = await connectNats(config.natsUrl, {
+    credentials: config.natsCredentials,
+    role: "admin",
+    name: `sequencer-provision-${process.pid}`,
+  });
+  try {
+    await provision(jetstream(nc), await jetstreamManager(nc), config, log, true);
+  } finally {
+    await nc.close();
+  }
+}
+
+function permissionMessage(error: unknown): string {
+  return (
+    "the JetStream streams, consumer or buckets are missing or differ from this configuration, and these NATS " +
+    "credentials may not create or change them (only the admin role may): run `sequencer provision` with the " +
+    `admin credentials once (${error instanceof Error ? error.message : String(error)})`
+  );
 }
 
 /** FAILPOINT: die abruptly (SIGKILL, no cleanup) at a named point, as a crash would. Tests only. */
@@ -94,34 +170,70 @@ function failpointHook(config: Config, log: Logger): FailpointHook | undefined {
 export async function startService(config: Config, role: Role, log: Logger): Promise<RunningService> {
   const serveApi = role === "all" || role === "api";
   const runSequencer = role === "all" || role === "sequencer";
-  // First, so that a machine without nats-server (and no way to install it) stops before anything is started.
+  // DATA_DIR (the embedded broker's store and credentials, PGlite, the auth secret) is its owner's alone: what
+  // exists is repaired, and what this process and its nats-server child create later gets no group/other bits.
+  const usesDataDir = !config.natsUrl || !config.databaseUrl;
+  if (usesDataDir) {
+    privateUmask();
+    secureDataDir(config.dataDir);
+  }
+  // A machine without nats-server (and no way to install it) stops before anything is written or started.
+  const natsBin = config.natsUrl ? undefined : ensureNatsServer();
+  // Before anything is started: a weak or empty AUTH_SECRET (or a bad AUTH_JWKS file) stops start-up at once.
+  const tokens = serveApi ? createTokenService(config) : undefined;
+  // First to start, so that a machine without nats-server (and no way to install it) stops before anything runs.
   const embedded: EmbeddedNats | undefined = config.natsUrl
     ? undefined
-    : await startEmbeddedNats(config.dataDir);
-  const tokens = serveApi ? new TokenService(resolveAuthSecret(config)) : undefined;
+    : await startEmbeddedNats(config.dataDir, { bin: natsBin });
   const natsUrl = config.natsUrl ?? embedded?.url ?? "";
-  const nc = await connectNats(natsUrl, {
-    name: `sequencer-${role}-${process.pid}`,
-    waitOnFirstConnect: true,
-    // No Error object per request for async stack traces: ~6 % of the API's CPU, and p99 halved (docs/performance.md).
-    noAsyncTraces: true,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 500,
+  // Each role connects as itself: the embedded broker's per-role users, or the one identity NATS_* gives.
+  const identityOf = (natsRole: NatsRole): NatsIdentity => ({
+    role: natsRole,
+    credentials: embedded ? embedded.credentials(natsRole) : config.natsCredentials,
   });
-  const natsUp = trackConnection(nc, log);
+  const connectAs = (natsRole: "api" | "sequencer") =>
+    connectNats(natsUrl, {
+      ...identityOf(natsRole),
+      name: `sequencer-${role}-${natsRole}-${process.pid}`,
+      waitOnFirstConnect: true,
+      // No Error object per request for async stack traces: ~6 % of the API's CPU, and p99 halved (docs/performance.md).
+      noAsyncTraces: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    });
+  if (embedded) {
+    // The embedded broker is this process's own: it provisions as admin, on a connection closed right after.
+    const admin = await connectNats(natsUrl, {
+      ...identityOf("admin"),
+      name: `sequencer-provision-${process.pid}`,
+    });
+    try {
+      await provision(jetstream(admin), await jetstreamManager(admin), config, log, true);
+    } finally {
+      await admin.close();
+    }
+  }
+  const apiNc = serveApi ? await connectAs("api") : undefined;
+  const sequencerNc = runSequencer ? await connectAs("sequencer") : undefined;
+  const connections = [apiNc, sequencerNc].filter((c): c is NatsConnection => c !== undefined);
+  const nc = connections[0] as NatsConnection;
+  const upChecks = connections.map((c) => trackConnection(c, log));
+  const natsUp = () => upChecks.every((up) => up());
+  const apiUp = apiNc ? (upChecks[0] as () => boolean) : natsUp;
+  // Stream and consumer info (metrics, readiness) is allowed to every role: any connection serves.
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
-  await withRetry(log, "JetStream provisioning", () =>
-    ensureTopology(jsm, {
-      replicas: config.streamReplicas,
-      duplicateWindowMs: config.duplicateWindowMs,
-      ackWaitMs: config.ackWaitMs,
-      maxAckPending: config.maxAckPending,
-    }),
-  );
+  if (!embedded) {
+    await provision(js, jsm, config, log, serveApi).catch(async (error: unknown) => {
+      for (const c of connections) await c.close().catch(() => {});
+      throw error;
+    });
+  }
 
   const database = await openDatabase({ url: config.databaseUrl, pgliteDir: `${config.dataDir}/pg` });
   await withRetry(log, "database migration", () => database.migrate());
+  // PGlite creates a new database's files with explicit modes that the umask does not reach.
+  if (!config.databaseUrl) secureDataDir(config.dataDir);
   const store = new DrizzleEventStore(database.db);
 
   const abort = new AbortController();
@@ -133,10 +245,13 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       ? new PostgresWriterLease(config.databaseUrl, log.child({ component: "writer-lock" }))
       : new InProcessWriterLease(database.db);
     lease = writerLease;
-    const trading = new JetStreamTradingLog(nc, js, jsm, config.publishTimeoutMs);
+    const seqNc = sequencerNc as NatsConnection;
+    const seqJs = jetstream(seqNc);
+    const seqJsm = await jetstreamManager(seqNc);
+    const trading = new JetStreamTradingLog(seqNc, seqJs, seqJsm, config.publishTimeoutMs);
     const sequencerLog = log.child({ component: "sequencer" });
     const startTerm = async (): Promise<LeaderTerm> => {
-      const source = await JetStreamIntakeSource.open(js, config.batchSize * 2);
+      const source = await JetStreamIntakeSource.open(seqJs, config.batchSize * 2);
       const sequencer = new Sequencer(
         source,
         // Writes on the writer's fenced session; the duplicate filter reads on the pool, so that the next batch's
@@ -200,13 +315,17 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       ? await withRetry(log, "worker id lease", () =>
           WorkerLease.claim(
             js,
-            { ttlMs: 15_000, replicas: config.streamReplicas, holder: `${hostname()}:${process.pid}` },
+            {
+              ttlMs: WORKER_LEASE_TTL_MS,
+              replicas: config.streamReplicas,
+              holder: `${hostname()}:${process.pid}`,
+            },
             log.child({ component: "worker-lease" }),
           ),
         )
       : undefined;
   const workerId = config.workerId ?? workerLease?.workerId ?? 0;
-  const canMint = () => natsUp() && (workerLease?.isHeld() ?? true);
+  const canMint = () => apiUp() && (workerLease?.isHeld() ?? true);
   if (tokens) log.info("snowflake worker id", { workerId, leased: workerLease !== undefined });
 
   const httpLog = log.child({ component: "http" });
@@ -228,18 +347,37 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
         store,
         readiness,
         bodyLimitBytes: config.bodyLimitBytes,
+        limits: {
+          rateLimit: config.rateLimit,
+          authFailureLimit: config.authFailureLimit,
+          bodyTimeoutMs: config.bodyTimeoutMs,
+          auditIntervalMs: config.auditIntervalMs,
+        },
         metrics,
         log: httpLog,
       })
-    : createOpsApp(readiness, metrics, httpLog);
-  // Bun's own cap sits well above the app's limit: the app answers 413 as JSON; Bun only cuts off abuse.
+    : createHealthApp(readiness, metrics, httpLog);
+  // No Bun body cap here: Bun's own 413 has an empty body; the app answers every oversized body as JSON itself,
+  // from the declared length or after reading at most BODY_LIMIT_BYTES of a chunked one (http-server.ts).
   const server = serveHttp(app, {
     port: config.port,
     hostname: config.host,
-    maxRequestBodySize: config.bodyLimitBytes * 4 + 65_536,
+    maxInFlight: config.maxInFlight,
+    onOverload: () => metrics.overloaded(),
+    idleTimeoutSeconds: Math.min(255, Math.ceil(config.bodyTimeoutMs / 1000) + 5),
   });
   const url = `http://${config.host}:${server.port}`;
-  const stopHttp = () => server.stop();
+  // Metrics and readiness details, off the public port (loopback unless OPS_HOST says otherwise).
+  const opsServer = serveHttp(createOpsApp(readiness, metrics, httpLog), {
+    port: config.opsPort,
+    hostname: config.opsHost,
+    maxRequestBodySize: 65_536,
+  });
+  const opsUrl = `http://${config.opsHost}:${opsServer.port}`;
+  const stopHttp = async () => {
+    await server.stop();
+    await opsServer.stop();
+  };
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -249,12 +387,12 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       abort.abort(); // the sequencer finishes its step; an unacked batch is handed back for the next one
       await sequencerDone;
       await lease?.close().catch((error) => log.warn("writer lock close failed", { error }));
-      await nc.drain().catch((error) => log.warn("nats drain failed", { error }));
+      for (const c of connections) await c.drain().catch((error) => log.warn("nats drain failed", { error }));
       await database.close().catch((error) => log.warn("database close failed", { error }));
       await embedded?.stop();
     })();
     return stopping;
   };
 
-  return { url, natsUrl, natsWsUrl: embedded?.wsUrl, database, tokens, leadership, stop };
+  return { url, opsUrl, natsUrl, natsWsUrl: embedded?.wsUrl, database, tokens, leadership, stop };
 }

@@ -67,6 +67,28 @@ export class Metrics implements SequencerObserver {
     help: "Events republished to TRADING by catch-up",
     registers: [this.registry],
   });
+  private readonly rateLimitedTotal = new Counter({
+    name: "http_rate_limited_total",
+    help: "Requests answered 429 (limit=user: RATE_LIMIT per user; auth_failures: AUTH_FAILURE_LIMIT per client IP)",
+    labelNames: ["limit"] as const,
+    registers: [this.registry],
+  });
+  private readonly refusedTotal = new Counter({
+    name: "http_refused_total",
+    help: "Refused requests audited as security events, by kind (unauthenticated 401, forbidden 403, rate_limited 429)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  private readonly overloadedTotal = new Counter({
+    name: "http_overloaded_total",
+    help: "Requests answered 503 because MAX_IN_FLIGHT requests were already in progress",
+    registers: [this.registry],
+  });
+  private readonly tradingMismatchGauge = new Gauge({
+    name: "sequencer_trading_mismatch",
+    help: "1 while this process's sequencer has stopped because TRADING differs from the log (the error log names the sequenceId)",
+    registers: [this.registry],
+  });
 
   constructor(probes: ScrapeProbes = {}) {
     // Not collectDefaultMetrics(): under Bun its heap-space gauges walk the heap and stall the event loop for
@@ -135,6 +157,18 @@ export class Metrics implements SequencerObserver {
     this.requestSeconds.observe({ route, method }, seconds);
   }
 
+  rateLimited(limit: "user" | "auth_failures"): void {
+    this.rateLimitedTotal.inc({ limit });
+  }
+
+  refused(kind: "unauthenticated" | "forbidden" | "rate_limited"): void {
+    this.refusedTotal.inc({ kind });
+  }
+
+  overloaded(): void {
+    this.overloadedTotal.inc();
+  }
+
   batch(stats: BatchStats): void {
     this.batchSize.observe(stats.size);
     this.transactionSeconds.observe(stats.transactionMs / 1000);
@@ -145,5 +179,9 @@ export class Metrics implements SequencerObserver {
 
   catchUp(count: number): void {
     this.republished.inc(count);
+  }
+
+  tradingMismatch(sequenceId: bigint | null): void {
+    this.tradingMismatchGauge.set(sequenceId === null ? 0 : 1);
   }
 }

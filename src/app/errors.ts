@@ -38,3 +38,33 @@ export class ForbiddenError extends Error {
 export class NotFoundError extends Error {
   override readonly name = "NotFoundError";
 }
+
+/** Why a stored idempotency record was not used; a fixed set, so a log line never echoes the record itself. */
+export type IdempotencyRecordProblem =
+  /** The stored event does not decode as an intake event. */
+  | "undecodable-event"
+  /** The stored event's type and fields are not this request. */
+  | "event-differs-from-request"
+  /** The stored event carries another idempotency key than `<userId>:<key>`. */
+  | "event-key-differs"
+  /** The stored answer is not the one the stored event gives. */
+  | "answer-differs-from-event";
+
+/**
+ * The record stored under an Idempotency-Key is inconsistent with itself or with the request (a corrupted or
+ * planted record): it is not used and nothing is published. Unlike a ConflictError the client did nothing wrong
+ * that a corrected body would fix; the key is unusable and a new one is needed. Delivery layers log it as a
+ * security event. `userId` and `key` are the caller's (the key as the client sent it, unscoped).
+ */
+export class IdempotencyRecordRejected extends Error {
+  override readonly name = "IdempotencyRecordRejected";
+  constructor(
+    readonly userId: string,
+    readonly key: string,
+    readonly problem: IdempotencyRecordProblem,
+    /** The stored event's type when it decoded (one of the four event types), else undefined. */
+    readonly eventType: string | undefined,
+  ) {
+    super("the record stored for this Idempotency-Key cannot be used; retry with a new Idempotency-Key");
+  }
+}

@@ -7,9 +7,14 @@
  * dropped by the broker inside its duplicate window, filtered by the sequencer (same referenceId) after it.
  * Behind this store's window the idempotency key itself travels with the event and the database's unique
  * constraint on it still refuses a second event.
+ *
+ * A record read back is not trusted (issue 12: anyone who can write the bucket could plant one): it is used only
+ * when it is consistent — its event decodes, stands for exactly this request (type and fields), carries this
+ * caller's scoped key, and its answer (if any) is the one that event gives. Anything else is refused with
+ * IdempotencyRecordRejected and nothing is published or returned from it.
  */
 import type { Intake } from "../domain/events.ts";
-import { ConflictError } from "./errors.ts";
+import { ConflictError, type IdempotencyRecordProblem, IdempotencyRecordRejected } from "./errors.ts";
 
 export type Answer = { referenceId: string; orderId?: string };
 
@@ -36,6 +41,13 @@ export type Attempt = {
   decode(text: string): Intake;
   publish(event: Intake): Promise<void>;
   answer(event: Intake): Answer;
+  /** The canonical request an event stands for (its type and fields), as `request` is written. */
+  requestOf(event: Intake): string;
+  /**
+   * Whose key this is: a stored event must carry `eventKey` (`<userId>:<key>`); userId and key (as the client
+   * sent it) name the caller in a refusal.
+   */
+  scope: { userId: string; key: string; eventKey: string };
   /**
    * The event already in the log under this key, if any: after the store's window has passed, the log still
    * knows the key, and the retry must get that event's answer rather than a new, never-sequenced referenceId.
@@ -56,8 +68,8 @@ export async function runIdempotent(
       if (existing.request !== request) {
         throw new ConflictError("this Idempotency-Key was used for a different request");
       }
-      if (existing.answer) return existing.answer;
-      const event = attempt.decode(existing.event);
+      const event = verifiedEvent(existing, request, attempt);
+      if (existing.answer !== null && existing.answer !== undefined) return existing.answer;
       await attempt.publish(event);
       const answer = attempt.answer(event);
       await store.put(key, { ...existing, answer });
@@ -80,4 +92,41 @@ export async function runIdempotent(
     }
   }
   throw new ConflictError("this Idempotency-Key is being used by a concurrent request; retry");
+}
+
+/**
+ * The stored record's event, when the record is consistent with the request and with itself; otherwise throws
+ * IdempotencyRecordRejected. Callers have already checked `existing.request === request`; that alone proves
+ * nothing about the event, which is what gets published (and whose ids make the answer).
+ */
+function verifiedEvent(existing: IdempotencyRecord, request: string, attempt: Attempt): Intake {
+  const reject = (problem: IdempotencyRecordProblem, eventType?: string) =>
+    new IdempotencyRecordRejected(attempt.scope.userId, attempt.scope.key, problem, eventType);
+  let event: Intake;
+  try {
+    if (typeof existing.event !== "string") throw new TypeError("not a string");
+    event = attempt.decode(existing.event);
+  } catch {
+    throw reject("undecodable-event");
+  }
+  if (attempt.requestOf(event) !== request) throw reject("event-differs-from-request", event.type);
+  if (event.idempotencyKey !== attempt.scope.eventKey) throw reject("event-key-differs", event.type);
+  if (
+    existing.answer !== null &&
+    existing.answer !== undefined &&
+    !sameAnswer(existing.answer, attempt.answer(event))
+  ) {
+    throw reject("answer-differs-from-event", event.type);
+  }
+  return event;
+}
+
+/** Exactly the same answer: the same members (referenceId, orderId when there is one), the same strings. */
+function sameAnswer(stored: unknown, expected: Answer): boolean {
+  if (typeof stored !== "object" || stored === null || Array.isArray(stored)) return false;
+  const keys = Object.keys(stored).sort();
+  const wanted = Object.keys(expected).sort();
+  if (keys.length !== wanted.length || keys.some((key, i) => key !== wanted[i])) return false;
+  const record = stored as Record<string, unknown>;
+  return wanted.every((key) => record[key] === expected[key as keyof Answer]);
 }

@@ -21,7 +21,13 @@ import {
 } from "../domain/events.ts";
 import type { SnowflakeGenerator } from "../domain/ids.ts";
 import type { Principal } from "./auth.ts";
-import { ConflictError, ForbiddenError, InvalidInputError, UnavailableError } from "./errors.ts";
+import {
+  ConflictError,
+  ForbiddenError,
+  IdempotencyRecordRejected,
+  InvalidInputError,
+  UnavailableError,
+} from "./errors.ts";
 import { type Answer, type IdempotencyStore, runIdempotent } from "./idempotency.ts";
 
 export type { Answer } from "./idempotency.ts";
@@ -55,8 +61,11 @@ function validate<T extends EventBody>(
   return body as T;
 }
 
-/** The request as the idempotency record keeps it: the type and its validated fields, ids as strings. */
-function canonicalRequest(body: EventBody, minted: readonly string[]): string {
+/**
+ * The request as the idempotency record keeps it: the type and its validated fields, ids as strings. `minted`
+ * fields (CREATE_ORDER's orderId) are left out, so a request and the event built from it give the same text.
+ */
+export function canonicalRequest(body: EventBody, minted: readonly string[]): string {
   const fields: Record<string, string> = { type: body.type };
   for (const [name] of EVENT_FIELDS[body.type]) {
     if (!minted.includes(name)) fields[name] = String((body as unknown as Record<string, unknown>)[name]);
@@ -117,7 +126,7 @@ export class IntakeService {
         ? { referenceId: event.referenceId.toString(), orderId: event.orderId.toString() }
         : { referenceId: event.referenceId.toString() };
 
-    if (scopedKey === undefined || !this.idempotency) {
+    if (idempotencyKey === undefined || scopedKey === undefined || !this.idempotency) {
       const event = build();
       await this.publish(event);
       return answer(event);
@@ -138,6 +147,8 @@ export class IntakeService {
           },
           publish: (event) => this.publish(event),
           answer,
+          requestOf: (event) => canonicalRequest(event, minted),
+          scope: { userId: principal.userId.toString(), key: idempotencyKey, eventKey: scopedKey },
           logged: async () => {
             const record = await this.log?.find({ idempotencyKey: scopedKey });
             if (!record) return null;
@@ -154,9 +165,15 @@ export class IntakeService {
         },
       );
     } catch (error) {
-      // A conflict is the client's to fix; anything else (the KV bucket or the database unreachable) means the
-      // request could not be recorded now, and retrying with the same key is safe.
-      if (error instanceof ConflictError || error instanceof UnavailableError) throw error;
+      // A conflict is the client's to fix, and a rejected record needs a new key; anything else (the KV bucket
+      // or the database unreachable) means the request could not be recorded now, and retrying with the same
+      // key is safe.
+      if (
+        error instanceof ConflictError ||
+        error instanceof UnavailableError ||
+        error instanceof IdempotencyRecordRejected
+      )
+        throw error;
       throw new UnavailableError(
         "the request could not be recorded now; retry with the same Idempotency-Key",
         1,

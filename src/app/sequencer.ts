@@ -23,6 +23,14 @@
  *
  * Batches form from whatever is buffered: a lone order is sequenced at once, and during a backlog a batch takes
  * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck).
+ *
+ * Every event carries a digest chained from the previous one (src/app/log-digest.ts), computed when its batch is
+ * numbered (in memory, after the previous batch's) and checked by the append against the stored row before the
+ * batch. TRADING carries it too. When TRADING is found to hold something other than the log (a duplicate PubAck
+ * whose stored message is not ours, or TRADING's last message differing from the log's event there when the
+ * sequencer catches up), the sequencer stops writing for good (TradingMismatchError): status() names the
+ * sequenceId, readiness says not ready, and it stays stopped — holding the writer lock, so that no standby
+ * builds on that history either — until an operator has looked (`sequencer inspect --verify`) and restarts it.
  */
 
 import {
@@ -32,11 +40,16 @@ import {
   type StoredEvent,
 } from "../adapters/db/event-store.ts";
 import type { IntakeMessage, IntakeSource } from "../adapters/nats/intake-consumer.ts";
-import type { TradingLog, TradingRecord } from "../adapters/nats/trading-publisher.ts";
+import {
+  type TradingLog,
+  TradingMismatchError,
+  type TradingRecord,
+} from "../adapters/nats/trading-publisher.ts";
 import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../domain/events.ts";
 import { EMPTY_HEAD, type Head, sequenceBatch } from "../domain/sequencing.ts";
 import type { Logger } from "../logger.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
+import { DigestChain } from "./log-digest.ts";
 
 export type SequencerOptions = {
   batchSize: number;
@@ -80,6 +93,8 @@ type Numbered = {
   records: TradingRecord[];
   rejected: RejectedMessage[];
   stores: Stores;
+  /** The digest of the event before the batch: the append checks that the stored row there carries it. */
+  chainedFrom: string;
   head: Head;
   duplicates: number;
 };
@@ -118,8 +133,14 @@ function notStarted(batch: readonly IntakeMessage[], release: () => void): Stage
   };
 }
 
-export class TradingAheadError extends Error {
-  override readonly name = "TradingAheadError";
+export { TradingMismatchError };
+
+/** Resolves when the signal aborts. */
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener("abort", () => resolve(), { once: true });
+  });
 }
 
 export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError: string | null };
@@ -145,6 +166,11 @@ export type BatchStats = {
 export interface SequencerObserver {
   batch(stats: BatchStats): void;
   catchUp(count: number): void;
+  /**
+   * TRADING differs from the log at this sequenceId and the sequencer stopped writing; null: TRADING's tail was
+   * checked against the log and matches (each recovery).
+   */
+  tradingMismatch?(sequenceId: bigint | null): void;
 }
 
 const NO_OBSERVER: SequencerObserver = { batch: () => {}, catchUp: () => {} };
@@ -156,6 +182,8 @@ export class Sequencer {
   private committedHead = 0n;
   private recovered = false;
   private lastError: string | null = null;
+  /** Set once TRADING was found to differ from the log: nothing more is written in this term. */
+  private halted: TradingMismatchError | null = null;
   private readonly decoder = new TextDecoder();
 
   constructor(
@@ -170,16 +198,23 @@ export class Sequencer {
   ) {}
 
   status(): SequencerStatus {
-    return { head: this.committedHead, tradingInSync: this.recovered, lastError: this.lastError };
+    return {
+      head: this.committedHead,
+      tradingInSync: this.recovered && this.halted === null,
+      lastError: this.lastError,
+    };
   }
 
-  /** Runs until the signal aborts. Never throws: every failure is logged, backed off and retried. */
+  /**
+   * Runs until the signal aborts. Never throws: every failure is logged, backed off and retried — except a
+   * TradingMismatchError, after which it stops taking work and waits for the signal (see the header).
+   */
   async run(signal: AbortSignal): Promise<void> {
     await this.retrying(signal, () => this.recover());
     const stages: Stage[] = [];
     let incoming: Promise<IntakeMessage[]> | null = null;
     try {
-      while (!signal.aborted) {
+      while (!signal.aborted && this.halted === null) {
         if (stages.some((stage) => stage.failed)) {
           // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
           // batch at a time, filtered afresh).
@@ -223,12 +258,16 @@ export class Sequencer {
     } finally {
       // Nothing of ours may still run for a batch when we return: wait for every one, and release them all.
       for (const stage of stages) await stage.finished;
-      if (stages.some((stage) => stage.failed)) await this.redo(signal, stages.splice(0));
+      if (this.halted === null && stages.some((stage) => stage.failed)) {
+        await this.redo(signal, stages.splice(0));
+      }
       for (const stage of stages) stage.release();
     }
     // On shutdown mid-retry, or with a wait for messages still open, messages stay unacked: the source hands them
     // back and the next sequencer filters them.
     if (incoming) await incoming;
+    // Stopped on a mismatch: stay (holding the writer lock, reporting status) until shutdown or the lock is lost.
+    if (this.halted !== null) await aborted(signal);
   }
 
   private get maxBatchSize(): number {
@@ -293,7 +332,7 @@ export class Sequencer {
     for (const stage of stages) await stage.finished; // nothing of ours still running
     let recovered = false;
     for (const stage of stages) {
-      if (!stage.failed) {
+      if (!stage.failed || this.halted !== null) {
         stage.release();
         continue;
       }
@@ -317,8 +356,9 @@ export class Sequencer {
 
   /**
    * Reloads the head from the database and makes TRADING match it. TRADING ahead of the database means events
-   * were published that the log does not hold (a restored database, a hand-published message): sequencing on
-   * top of that would fork history, so it stops with a clear error and retries until an operator fixes it.
+   * were published that the log does not hold (a restored database, a hand-published message), and TRADING's
+   * last message differing from the log's event at that position means someone else's message took one of ours:
+   * sequencing on top of either would fork history, so it stops for good (TradingMismatchError).
    */
   async recover(): Promise<void> {
     this.recovered = false;
@@ -326,9 +366,16 @@ export class Sequencer {
     this.committedHead = this.head.sequenceId;
     let published = await this.trading.lastSequence();
     if (published > this.head.sequenceId) {
-      throw new TradingAheadError(
-        `TRADING is at ${published} but the database head is ${this.head.sequenceId}; refusing to sequence`,
+      throw new TradingMismatchError(
+        published,
+        `TRADING is at ${published} but the database head is ${this.head.sequenceId}`,
       );
+    }
+    if (published > 0n) {
+      // The tail must be the log's own event (its digest commits to every earlier one).
+      const stored = await this.store.find({ sequenceId: published });
+      if (!stored) throw new Error(`event ${published} is missing from the database; cannot check TRADING`);
+      await this.trading.verify(stored);
     }
     if (published < this.head.sequenceId) {
       this.log.warn("republishing events missing from TRADING", {
@@ -347,6 +394,7 @@ export class Sequencer {
       published = page[page.length - 1]?.sequenceId ?? published;
     }
     this.recovered = true;
+    this.observer.tradingMismatch?.(null);
   }
 
   /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
@@ -360,7 +408,7 @@ export class Sequencer {
   /** Stores a numbered batch (one statement), then records the commit: status, failpoint, metrics, rejections. */
   private async append(batch: readonly IntakeMessage[], numbered: Numbered): Promise<void> {
     const started = performance.now();
-    await this.store.append(numbered.toStore, numbered.rejected);
+    await this.store.append(numbered.toStore, numbered.rejected, numbered.chainedFrom);
     this.committedHead = numbered.head.sequenceId;
     this.failpoint("after-commit", numbered.head.sequenceId);
     this.observer.batch({
@@ -405,8 +453,12 @@ export class Sequencer {
     };
   }
 
-  /** Numbers a prepared batch after the head (the pure rule) and encodes what the log and TRADING receive. */
+  /**
+   * Numbers a prepared batch after the head (the pure rule), encodes what the log and TRADING receive, and chains
+   * each event's digest after the previous one's.
+   */
   private number(prepared: Prepared): Numbered {
+    const chainedFrom = this.head.digest;
     const result = sequenceBatch(
       this.head,
       prepared.valid,
@@ -418,10 +470,12 @@ export class Sequencer {
     const records: TradingRecord[] = new Array(result.sequenced.length);
     const references = new Set<bigint>();
     const idempotencyKeys = new Set<string>();
+    const chain = new DigestChain(chainedFrom);
     result.sequenced.forEach((event, i) => {
       const payload = encodeSequencedEvent(event);
-      toStore[i] = { event, payload };
-      records[i] = { sequenceId: event.sequenceId, type: event.type, payload };
+      const digest = chain.next(payload);
+      toStore[i] = { event, payload, digest };
+      records[i] = { sequenceId: event.sequenceId, type: event.type, payload, digest };
       references.add(event.referenceId);
       if (event.idempotencyKey !== undefined) idempotencyKeys.add(event.idempotencyKey);
     });
@@ -430,7 +484,12 @@ export class Sequencer {
       records,
       rejected: prepared.rejected,
       stores: { references, idempotencyKeys },
-      head: result.head,
+      chainedFrom,
+      head: {
+        sequenceId: result.head.sequenceId,
+        sequencedAt: result.head.sequencedAt,
+        digest: chain.head,
+      },
       duplicates: result.duplicates.length,
     };
   }
@@ -448,7 +507,7 @@ export class Sequencer {
       if (i === half) this.failpoint("mid-ack", head);
       msg.ack();
     });
-    this.lastError = null;
+    if (this.halted === null) this.lastError = null;
   }
 
   private rejection(msg: IntakeMessage, reason: string): RejectedMessage {
@@ -457,22 +516,40 @@ export class Sequencer {
     return { streamSeq: BigInt(msg.seq), subject: msg.subject, reason, data };
   }
 
-  /** Records a failure for status and logs; returns the backoff delay for this attempt. */
+  /**
+   * Records a failure for status and logs; returns the backoff delay for this attempt. A TradingMismatchError
+   * stops the sequencer instead; once stopped, later failures (its consequences) change nothing.
+   */
   private noteFailure(error: unknown, attempt: number): number {
     this.recovered = false;
+    if (error instanceof TradingMismatchError) this.halt(error);
+    if (this.halted !== null) return 0;
     this.lastError = error instanceof Error ? error.message : String(error);
     const delayMs = backoffDelay(attempt);
     this.log.error("sequencer step failed; retrying", { attempt, delayMs, error });
     return delayMs;
   }
 
+  /** Stops writing for good: TRADING holds something the log does not (see the header). */
+  private halt(error: TradingMismatchError): void {
+    if (this.halted !== null) return;
+    this.halted = error;
+    this.lastError = `${error.message}; sequencing stopped (compare with \`sequencer inspect --verify\`, then restart)`;
+    this.log.error("TRADING does not match the log: sequencing stopped", {
+      sequenceId: error.sequenceId.toString(),
+      reason: error.reason,
+    });
+    this.observer.tradingMismatch?.(error.sequenceId);
+  }
+
   private async retrying(signal: AbortSignal, step: (attempt: number) => Promise<void>): Promise<void> {
-    for (let attempt = 0; !signal.aborted; attempt++) {
+    for (let attempt = 0; !signal.aborted && this.halted === null; attempt++) {
       try {
         await step(attempt);
         return;
       } catch (error) {
-        await sleep(this.noteFailure(error, attempt), signal);
+        const delayMs = this.noteFailure(error, attempt);
+        if (this.halted === null) await sleep(delayMs, signal);
       }
     }
   }

@@ -26,6 +26,7 @@ import {
   measureEndToEnd,
   measureIngest,
   measureRawPublish,
+  mintBenchTokens,
   resetStreams,
 } from "./phases.ts";
 import { killAll } from "./processes.ts";
@@ -181,7 +182,8 @@ async function bench(opts: BenchOptions): Promise<void> {
     logDir,
     dataDir,
     secret,
-    token: await new TokenService(secret).mint(1n),
+    // Many users, as real traffic has: the per-user RATE_LIMIT stays on at its default and no user nears it.
+    tokens: await mintBenchTokens(new TokenService(secret)),
     generator,
     progress,
     infraCpu,

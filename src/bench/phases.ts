@@ -44,7 +44,8 @@ export type Ctx = {
   logDir: string;
   dataDir: string;
   secret: string;
-  token: string;
+  /** One token per bench user (BENCH_USERS of them); the load generators go round them request by request. */
+  tokens: string[];
   generator: Generator;
   progress: Progress;
   /** CPU readers for nats-server and PostgreSQL, when they run on this machine. */
@@ -75,10 +76,22 @@ const TOPOLOGY = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending:
 
 export const ORDER_BODY = JSON.stringify({ direction: "BUY", price: "100.5", quantity: "2" });
 
+/**
+ * Users the load is spread over. The service's per-user RATE_LIMIT (default 50/s) stays on during the bench; at
+ * 20k requests/s each of 2000 users sends about 10/s, well under it, so the bench measures the service as it
+ * runs, not a configuration with the limit off.
+ */
+export const BENCH_USERS = 2_000;
+
+export async function mintBenchTokens(tokens: { mint(userId: bigint): Promise<string> }): Promise<string[]> {
+  return Promise.all(Array.from({ length: BENCH_USERS }, (_, i) => tokens.mint(BigInt(1 + i))));
+}
+
 function target(ctx: Ctx, port: number): Target {
   return {
     url: `http://127.0.0.1:${port}/orders`,
-    headers: { "content-type": "application/json", authorization: `Bearer ${ctx.token}` },
+    headers: { "content-type": "application/json" },
+    authorizations: ctx.tokens.map((token) => `Bearer ${token}`),
     body: ORDER_BODY,
   };
 }
@@ -90,6 +103,8 @@ function serviceEnv(ctx: Ctx, extra: Record<string, string>): Record<string, str
     DATA_DIR: ctx.dataDir,
     LOG_LEVEL: "warn",
     WORKER_ID: "1",
+    // Each process's ops listener (/metrics) on its own port: given where it is scraped, else any free one.
+    OPS_PORT: "0",
     ...extra,
     ...ctx.opts.serviceEnv,
   };
@@ -318,11 +333,12 @@ export async function measureDrain(
 
   const spawned = performance.now();
   const port = await freePort();
+  const opsPort = await freePort();
   const child =
     variant === "ours"
       ? spawnService(
           "sequencer",
-          serviceEnv(ctx, { PORT: String(port), DATABASE_URL: databaseUrl }),
+          serviceEnv(ctx, { PORT: String(port), OPS_PORT: String(opsPort), DATABASE_URL: databaseUrl }),
           ctx.logDir,
           serviceFlags(ctx, profileDir),
         )
@@ -360,7 +376,7 @@ export async function measureDrain(
     }
     const seconds = (performance.now() - started) / 1000;
     // Not when profiling: a /metrics scrape would show up in the profile (prom-client's heap-space gauges).
-    const scraped = variant === "ours" && !profileDir ? await scrapeBatchStats(port) : undefined;
+    const scraped = variant === "ours" && !profileDir ? await scrapeBatchStats(opsPort) : undefined;
     const measured = await stopMeasured(child, meter);
     await checkStored(databaseUrl, n, child);
     const batches = variant === "ours" ? scraped : naiveBatchStats(child);
@@ -436,14 +452,15 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
   const quietBefore = await quiet(ctx);
   const seqPort = await freePort();
   const apiPort = await freePort();
+  const [seqOpsPort, apiOpsPort] = [await freePort(), await freePort()];
   const sequencer = spawnService(
     "sequencer",
-    serviceEnv(ctx, { PORT: String(seqPort), DATABASE_URL: databaseUrl }),
+    serviceEnv(ctx, { PORT: String(seqPort), OPS_PORT: String(seqOpsPort), DATABASE_URL: databaseUrl }),
     ctx.logDir,
   );
   const api = spawnService(
     "api",
-    serviceEnv(ctx, { PORT: String(apiPort), DATABASE_URL: databaseUrl }),
+    serviceEnv(ctx, { PORT: String(apiPort), OPS_PORT: String(apiOpsPort), DATABASE_URL: databaseUrl }),
     ctx.logDir,
   );
   const arrivals = new Map<string, number>();
@@ -481,8 +498,8 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
     const sorted = sortedCopy(latencies);
     const rssMb = { api: peakRssMb(api.pid), sequencer: peakRssMb(sequencer.pid) };
     const cpu = meter.stop({ loadgen: load.generatorCpuS ?? 0 });
-    const batches = await scrapeBatchStats(seqPort);
-    const metricsScrapeMs = { api: await scrapeMs(apiPort), sequencer: await scrapeMs(seqPort) };
+    const batches = await scrapeBatchStats(seqOpsPort);
+    const metricsScrapeMs = { api: await scrapeMs(apiOpsPort), sequencer: await scrapeMs(seqOpsPort) };
     if (latencies.length === 0)
       throw new Error(`end to end: no event arrived on TRADING\n${logTail(sequencer)}`);
     return {

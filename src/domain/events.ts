@@ -101,6 +101,23 @@ export function ownerOf(event: EventBody): bigint {
   return event.type === "TRANSFER" ? event.fromUserId : event.userId;
 }
 
+/**
+ * Every user an event concerns, who may read it: its owner, and a transfer's recipient as well. `event` is the
+ * JSON of an intake or sequenced event (ids as decimal strings); anything else concerns nobody.
+ */
+export function partiesOfJson(json: string): string[] {
+  let event: unknown;
+  try {
+    event = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  if (typeof event !== "object" || event === null) return [];
+  const e = event as Record<string, unknown>;
+  const ids = e.type === "TRANSFER" ? [e.fromUserId, e.toUserId] : [e.userId];
+  return ids.filter((id): id is string => typeof id === "string");
+}
+
 /** The type's own fields in their wire order, with bigint ids as decimal strings. */
 function wireFields(event: EventBody): Record<string, string> {
   const source = event as unknown as Record<string, bigint | string>;

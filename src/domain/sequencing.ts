@@ -13,19 +13,30 @@
  */
 import type { IntakeEvent, SequencedEvent } from "./events.ts";
 
-export type Head = { sequenceId: bigint; sequencedAt: string | null };
+/** What numbering needs of the log's end: its last sequenceId and that event's sequencedAt. */
+export type Position = { sequenceId: bigint; sequencedAt: string | null };
 
-export const EMPTY_HEAD: Head = { sequenceId: 0n, sequencedAt: null };
+/**
+ * The log's end: its position and the digest of its last event (64 hex characters; see src/app/log-digest.ts,
+ * which computes the chain: this module only carries it).
+ */
+export type Head = Position & { digest: string };
+
+/** The digest the first event is chained from: 32 zero bytes, as hex. */
+export const GENESIS_DIGEST = "0".repeat(64);
+
+export const EMPTY_HEAD: Head = { sequenceId: 0n, sequencedAt: null, digest: GENESIS_DIGEST };
 
 export type SequencingResult<T extends IntakeEvent = IntakeEvent> = {
   sequenced: (T & Pick<SequencedEvent, "sequenceId" | "previousId" | "sequencedAt">)[];
   /** Indexes (in the input batch) of events that were dropped as duplicates. */
   duplicates: number[];
-  head: Head;
+  /** The position after the batch (the caller chains the digests: they hash the encoded events). */
+  head: Position;
 };
 
 export function sequenceBatch<T extends IntakeEvent>(
-  head: Head,
+  head: Position,
   batch: readonly T[],
   isStored: (referenceId: bigint) => boolean,
   nowIso: string,

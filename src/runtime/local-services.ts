@@ -125,13 +125,25 @@ export interface NatsServerHandle {
   wsPort?: number;
   /** JetStream store dir (inside the handle's temp dir). */
   storeDir: string;
+  /** The server's log (authorization and permission refusals are logged there). */
+  logPath: string;
   /** SIGTERM (SIGKILL after 5 s) and delete the temp dir. Idempotent. */
   stop(): Promise<void>;
   /** Stop and start again on the same port and store, e.g. to test reconnect/durability. */
   restart(): Promise<void>;
 }
 
-export async function startNats(opts: { websocket?: boolean } = {}): Promise<NatsServerHandle> {
+export type NatsServerOptions = {
+  websocket?: boolean;
+  /** The WebSocket listener refuses an Origin other than its own (as the embedded broker's does). */
+  sameOrigin?: boolean;
+  /** More server configuration, e.g. the shipped deploy/nats-auth.conf. */
+  config?: string;
+  /** Extra environment for the server (the passwords an authorization block names). */
+  env?: Record<string, string>;
+};
+
+export async function startNats(opts: NatsServerOptions = {}): Promise<NatsServerHandle> {
   // Installs it through the package manager when missing (one line on stderr), else throws one line.
   const bin = ensureNatsServer();
   installExitHooks();
@@ -144,12 +156,18 @@ export async function startNats(opts: { websocket?: boolean } = {}): Promise<Nat
   const args = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir];
 
   let wsPort: number | undefined;
+  const conf: string[] = [];
   if (opts.websocket) {
     // WebSocket listeners can only be configured from a config file; CLI flags still apply on top.
     wsPort = await freePort();
-    const conf = join(dir, "nats.conf");
-    writeFileSync(conf, `websocket {\n  listen: "127.0.0.1:${wsPort}"\n  no_tls: true\n}\n`);
-    args.push("-c", conf);
+    const origin = opts.sameOrigin ? "\n  same_origin: true" : "";
+    conf.push(`websocket {\n  listen: "127.0.0.1:${wsPort}"\n  no_tls: true${origin}\n}\n`);
+  }
+  if (opts.config) conf.push(opts.config);
+  if (conf.length > 0) {
+    const confFile = join(dir, "nats.conf");
+    writeFileSync(confFile, conf.join("\n"));
+    args.push("-c", confFile);
   }
 
   let child: ChildProcess | null = null;
@@ -158,7 +176,7 @@ export async function startNats(opts: { websocket?: boolean } = {}): Promise<Nat
   const launch = async () => {
     // Append so a restart keeps the earlier run's log for debugging.
     const fd = openSync(logPath, "a");
-    const proc = spawn(bin, args, { stdio: ["ignore", fd, fd] });
+    const proc = spawn(bin, args, { stdio: ["ignore", fd, fd], env: { ...process.env, ...opts.env } });
     closeSync(fd);
     liveChildren.add(proc);
     proc.once("exit", () => liveChildren.delete(proc));
@@ -206,6 +224,7 @@ export async function startNats(opts: { websocket?: boolean } = {}): Promise<Nat
     port,
     ...(wsPort === undefined ? {} : { wsPort, wsUrl: `ws://127.0.0.1:${wsPort}` }),
     storeDir,
+    logPath,
     async stop() {
       if (stopped) return;
       stopped = true;

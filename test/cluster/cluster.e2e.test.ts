@@ -132,6 +132,8 @@ describe("3-node JetStream cluster: SIGKILL of the SEQUENCE leader under load", 
       LOG_LEVEL: process.env.CLUSTER_LOG_LEVEL ?? "warn",
       // Every role provisions the consumer, so every role must agree on ack_wait (as in the fault harness).
       SEQUENCER_ACK_WAIT: "5s",
+      // About replication under load from a few users, not the per-user rate limit (http-hardening.int.test.ts).
+      RATE_LIMIT: "off",
     };
   });
 
@@ -184,8 +186,19 @@ describe("3-node JetStream cluster: SIGKILL of the SEQUENCE leader under load", 
   test("leader kills under load: every 2xx stored exactly once, 1..N, on TRADING at its sequenceId", async () => {
     // A fixed worker id: with a leased one the API can lose its lease for good when the KV_WORKERS leader is
     // killed (the last test); this test is about the streams.
-    api = launch(new ServiceProcess("api", "api", await freePort(), { ...env, WORKER_ID: "1" }, logDir));
-    sequencer = launch(new ServiceProcess("sequencer", "sequencer", await freePort(), env, logDir));
+    api = launch(
+      new ServiceProcess(
+        "api",
+        "api",
+        await freePort(),
+        { ...env, WORKER_ID: "1" },
+        logDir,
+        await freePort(),
+      ),
+    );
+    sequencer = launch(
+      new ServiceProcess("sequencer", "sequencer", await freePort(), env, logDir, await freePort()),
+    );
     const describeState = async () => {
       const state = await syncState(cluster.liveNodes()[0]?.url ?? "", databaseUrl).catch((e) => `${e}`);
       return `state: ${JSON.stringify(state)}\n${api.logTail()}\n${sequencer.logTail()}\n${cluster.logTails(1_500)}`;
@@ -287,7 +300,7 @@ describe("3-node JetStream cluster: SIGKILL of the SEQUENCE leader under load", 
 
     const [events, trading] = await Promise.all([readEvents(databaseUrl), readTrading(natsUrl)]);
     const report = checkGuarantees({ records, events, trading });
-    const replayed = await readEventsViaApi(api.url);
+    const replayed = await readEventsViaApi(api.url, await cliToken(env, "1", "reader"));
     const stored = events.map((e) => `${e.sequenceId}:${e.referenceId}`);
 
     // After the dust settles the services are ready again and a new order goes through.
@@ -434,7 +447,9 @@ describe("3-node JetStream cluster: SIGKILL of the SEQUENCE leader under load", 
    * Safe (it stops minting), but it never recovers: it should claim a lease again once JetStream is back.
    */
   test("an API that lost its worker-id lease while JetStream had no quorum leases one again and serves", async () => {
-    const lease = launch(new ServiceProcess("api-leased", "api", await freePort(), env, logDir));
+    const lease = launch(
+      new ServiceProcess("api-leased", "api", await freePort(), env, logDir, await freePort()),
+    );
     extra.push(lease);
     await lease.waitReady(60_000);
     const tokens = new Map([["44", await cliToken(env, "44")]]);

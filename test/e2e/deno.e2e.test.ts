@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
+import { until } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -15,16 +16,6 @@ type Child = ReturnType<typeof Bun.spawn>;
 let nats: NatsServerHandle;
 let env: Record<string, string>;
 const children: Child[] = [];
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(200);
-  }
-}
 
 function spawn(cmd: string[], extra: Record<string, string>): Child {
   const child = Bun.spawn(cmd, {
@@ -59,9 +50,16 @@ afterAll(async () => {
 
 test("orders posted to the API running under Deno are sequenced by the Bun sequencer", async () => {
   const apiPort = await freePort();
-  const api = spawn([DENO, "run", "-A", "src/cli.ts", "serve", "--role", "api"], { PORT: String(apiPort) });
+  // OPS_PORT 0: each process's ops listener on its own free port.
+  const api = spawn([DENO, "run", "-A", "src/cli.ts", "serve", "--role", "api"], {
+    PORT: String(apiPort),
+    OPS_PORT: "0",
+  });
   const sequencerPort = await freePort();
-  spawn([process.execPath, "src/cli.ts", "serve", "--role", "sequencer"], { PORT: String(sequencerPort) });
+  spawn([process.execPath, "src/cli.ts", "serve", "--role", "sequencer"], {
+    PORT: String(sequencerPort),
+    OPS_PORT: "0",
+  });
   const base = `http://127.0.0.1:${apiPort}`;
   await until("the Deno API", async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined));
 
@@ -90,7 +88,11 @@ test("orders posted to the API running under Deno are sequenced by the Bun seque
   expect(((await bad.json()) as { error: { field: string } }).error.field).toBe("price");
 
   const events = await until("30 sequenced events", async () => {
-    const page = (await (await fetch(`${base}/events?after=0&limit=100`)).json()) as {
+    // The user's own events (GET /me/events) under Deno: all 30 are user 31's.
+    const res = await fetch(`${base}/me/events?after=0&limit=100`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const page = (await res.json()) as {
       events: { sequenceId: string; referenceId: string }[];
     };
     return page.events.length === 30 ? page.events : undefined;

@@ -8,61 +8,28 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
-import { CLI } from "../support/cli.ts";
+import { connectNats, type NatsIdentity } from "../../src/adapters/nats/connection.ts";
+import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
+import { embeddedCredentials } from "../../src/runtime/embedded-nats.ts";
+import { CLI, type CliChild, cliToken, spawnCli, stopCli, until } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
 
 const SECRET = "e2e-secret-0123456789-0123456789-0123456789";
 
-type Child = { proc: ReturnType<typeof Bun.spawn>; stdout: () => string };
-
-function spawnCli(args: string[], env: Record<string, string>): Child {
-  const proc = Bun.spawn([process.execPath, CLI, ...args], {
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "warn", ...env },
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  let out = "";
-  (async () => {
-    const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
-    const decoder = new TextDecoder();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      out += decoder.decode(value);
-    }
-  })();
-  return { proc, stdout: () => out };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
-
-async function stopChild(child: Child): Promise<number> {
-  child.proc.kill("SIGTERM");
-  const timeout = Bun.sleep(20_000).then(() => "timeout" as const);
-  const result = await Promise.race([child.proc.exited, timeout]);
-  if (result === "timeout") {
-    child.proc.kill("SIGKILL");
-    throw new Error("service did not exit within 20 s of SIGTERM");
-  }
-  return result;
-}
+type Child = CliChild;
+const stopChild = stopCli;
 
 type Event = Record<string, string>;
 
-async function readAllEvents(base: string): Promise<Event[]> {
+/** The whole log through GET /events, as a reader. */
+async function readAllEvents(base: string, readerToken: string): Promise<Event[]> {
   const all: Event[] = [];
   let after = "0";
   for (;;) {
-    const page = (await (await fetch(`${base}/events?after=${after}&limit=97`)).json()) as {
+    const res = await fetch(`${base}/events?after=${after}&limit=97`, {
+      headers: { authorization: `Bearer ${readerToken}` },
+    });
+    const page = (await res.json()) as {
       events: Event[];
       next: string | null;
     };
@@ -74,8 +41,9 @@ async function readAllEvents(base: string): Promise<Event[]> {
 
 async function readTrading(
   natsUrl: string,
+  identity: NatsIdentity = {},
 ): Promise<{ position: number; msgId: string | undefined; body: Event }[]> {
-  const nc = await connect({ servers: natsUrl });
+  const nc = await connectNats(natsUrl, identity);
   try {
     const jsm = await jetstreamManager(nc);
     const last = (await jsm.streams.info("TRADING")).state.last_seq;
@@ -118,6 +86,9 @@ describe("order flow against real nats-server and PostgreSQL", () => {
       AUTH_SECRET: SECRET,
       DATA_DIR: dataDir,
       WORKER_ID: "7",
+      // This test is about exactly-once under concurrency and sends 400 orders at once as one user: the per-user
+      // rate limit (tested in test/int/http-hardening.int.test.ts) would refuse most of them.
+      RATE_LIMIT: "off",
     };
     child = spawnCli(["serve"], env);
     base = `http://127.0.0.1:${port}`;
@@ -148,8 +119,9 @@ describe("order flow against real nats-server and PostgreSQL", () => {
     expect(answers.map((a) => a.status)).toEqual(answers.map(() => 202));
     const accepted = answers.map((a) => a.body.referenceId ?? "");
 
+    const readerToken = await cliToken(env, "1", "reader");
     const events = await until("all events sequenced", async () => {
-      const events = await readAllEvents(base);
+      const events = await readAllEvents(base, readerToken);
       return events.length >= accepted.length ? events : undefined;
     });
     expect(events.length).toBe(accepted.length);
@@ -165,7 +137,12 @@ describe("order flow against real nats-server and PostgreSQL", () => {
       return messages.length >= accepted.length ? messages : undefined;
     });
     expect(trading.map((m) => m.position)).toEqual(events.map((_, i) => i + 1));
-    expect(trading.map((m) => m.msgId)).toEqual(events.map((e) => e.sequenceId));
+    // Nats-Msg-Id = `<sequenceId>:<digest>`, the digest chained over the published bodies.
+    const digests = chainDigests(
+      ZERO_DIGEST,
+      trading.map((m) => JSON.stringify(m.body)),
+    );
+    expect(trading.map((m) => m.msgId)).toEqual(events.map((e, i) => `${e.sequenceId}:${digests[i]}`));
     expect(trading.map((m) => m.body)).toEqual(events);
   });
 
@@ -198,16 +175,27 @@ describe("embedded first run (no NATS_URL, no DATABASE_URL)", () => {
       });
       expect(res.status).toBe(202);
       const { referenceId } = (await res.json()) as Event;
+      const readerToken = await cliToken({ PATH: process.env.PATH ?? "", DATA_DIR: dataDir }, "1", "reader");
       const events = await until("the event", async () => {
-        const events = await readAllEvents(`http://127.0.0.1:${port}`);
+        const events = await readAllEvents(`http://127.0.0.1:${port}`, readerToken);
         return events.length > 0 ? events : undefined;
       });
       expect(events.map((e) => e.referenceId)).toEqual([referenceId ?? ""]);
       const trading = await until("TRADING", async () => {
-        const messages = await readTrading(natsUrl ?? "");
+        // As the reader role, with the password the service generated under DATA_DIR.
+        const messages = await readTrading(natsUrl ?? "", {
+          role: "reader",
+          credentials: embeddedCredentials(dataDir, "reader"),
+        });
         return messages.length > 0 ? messages : undefined;
       });
       expect(trading.map((m) => m.body.referenceId)).toEqual([referenceId ?? ""]);
+      // The CLI's read commands find the embedded broker and its reader credentials from DATA_DIR alone.
+      const replayed = Bun.spawnSync([process.execPath, CLI, "replay", "--after", "0"], {
+        env: { PATH: process.env.PATH ?? "", DATA_DIR: dataDir },
+      });
+      expect(replayed.exitCode).toBe(0);
+      expect(JSON.parse(replayed.stdout.toString().trim()).referenceId).toBe(referenceId);
       expect(await stopChild(child)).toBe(0);
     } finally {
       if (child.proc.exitCode === null) child.proc.kill("SIGKILL");

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { type ConsumerInfo, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import postgres from "postgres";
+import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { CLI, cliToken } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
 
@@ -91,6 +92,8 @@ export class ServiceProcess {
   /** Exits nobody asked for (a crash, or a signal from outside the test). */
   readonly unexpectedExits: UnexpectedExit[] = [];
   readonly url: string;
+  /** The ops listener: /readyz with every check's detail, /metrics. */
+  readonly opsUrl: string;
   private readonly logs: string[] = [];
 
   constructor(
@@ -99,8 +102,10 @@ export class ServiceProcess {
     readonly port: number,
     private readonly env: Record<string, string>,
     private readonly logDir: string,
+    readonly opsPort: number,
   ) {
     this.url = `http://127.0.0.1:${port}`;
+    this.opsUrl = `http://127.0.0.1:${opsPort}`;
   }
 
   start(extraEnv: Record<string, string> = {}): this {
@@ -111,7 +116,7 @@ export class ServiceProcess {
     const fd = openSync(logPath, "a");
     try {
       this.proc = Bun.spawn([process.execPath, CLI, "serve", "--role", this.role], {
-        env: { ...this.env, PORT: String(this.port), ...extraEnv },
+        env: { ...this.env, PORT: String(this.port), OPS_PORT: String(this.opsPort), ...extraEnv },
         stdio: ["ignore", fd, fd],
       });
     } finally {
@@ -167,7 +172,7 @@ export class ServiceProcess {
 
   async readyz(timeoutMs = 2_000): Promise<Readyz | undefined> {
     try {
-      const res = await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await fetch(`${this.opsUrl}/readyz`, { signal: AbortSignal.timeout(timeoutMs) });
       return { status: res.status, body: (await res.json()) as Readyz["body"] };
     } catch {
       return undefined;
@@ -239,6 +244,9 @@ export class Cluster {
       LOG_LEVEL: process.env.FAULT_LOG_LEVEL ?? "warn",
       // Every role provisions the consumer at start-up, so every role must agree on ack_wait.
       SEQUENCER_ACK_WAIT: "5s",
+      // These tests are about crash safety under sustained load from a few users; the per-user rate limit
+      // (tested in test/int/http-hardening.int.test.ts) would turn part of that load into 429s.
+      RATE_LIMIT: "off",
     };
   }
 
@@ -259,13 +267,21 @@ export class Cluster {
         WORKER_ID: String(workerId),
       },
       this.logDir,
+      await freePort(),
     );
     this.services.push(service);
     return service;
   }
 
   async sequencer(name: string): Promise<ServiceProcess> {
-    const service = new ServiceProcess(name, "sequencer", await freePort(), this.env, this.logDir);
+    const service = new ServiceProcess(
+      name,
+      "sequencer",
+      await freePort(),
+      this.env,
+      this.logDir,
+      await freePort(),
+    );
     this.services.push(service);
     return service;
   }
@@ -273,6 +289,11 @@ export class Cluster {
   /** `sequencer token --user <id>` with the cluster's secret: only the JWT on stdout. */
   async token(userId: string): Promise<string> {
     return cliToken(this.env, userId);
+  }
+
+  /** A reader token (GET /events needs one). */
+  async readerToken(): Promise<string> {
+    return cliToken(this.env, "1", "reader");
   }
 
   async tokens(userIds: string[]): Promise<Map<string, string>> {
@@ -639,12 +660,17 @@ export async function trySyncState(cluster: Cluster, timeoutMs = 1_500): Promise
   return Promise.race([syncState(cluster.nats.url, cluster.databaseUrl).catch(() => undefined), timeout]);
 }
 
-/** GET /events paged through an API: the sequenceId and referenceId of every event, in order. */
-export async function readEventsViaApi(base: string, pageSize = 1_000): Promise<string[]> {
+/** GET /events paged through an API (as a reader): the sequenceId and referenceId of every event, in order. */
+export async function readEventsViaApi(
+  base: string,
+  readerToken: string,
+  pageSize = 1_000,
+): Promise<string[]> {
   const out: string[] = [];
   let after = "0";
   for (let page = 0; page < 100_000; page++) {
     const res = await fetch(`${base}/events?after=${after}&limit=${pageSize}`, {
+      headers: { authorization: `Bearer ${readerToken}` },
       signal: AbortSignal.timeout(10_000),
     });
     if (!res.ok) throw new Error(`GET /events?after=${after}: ${res.status} ${await res.text()}`);
@@ -768,7 +794,12 @@ export function checkGuarantees(input: {
     if (at > previousAt) previousAt = at;
   });
 
-  // G3: TRADING position = Nats-Msg-Id = sequenceId, body = payload byte for byte, same length.
+  // G3: TRADING position = sequenceId, Nats-Msg-Id = `<sequenceId>:<digest>` with the digest chained over the
+  // stored payloads (src/app/log-digest.ts), body = payload byte for byte, same length.
+  const digests = chainDigests(
+    ZERO_DIGEST,
+    events.map((e) => e.payload),
+  );
   if (trading.length !== events.length)
     v.add("G3 TRADING and events differ in length", `TRADING ${trading.length}, events ${events.length}`);
   trading.forEach((m, i) => {
@@ -776,8 +807,8 @@ export function checkGuarantees(input: {
       v.add("G3 TRADING positions not 1..N", `message ${i + 1} at position ${m.position}`);
     const e = events[i];
     if (!e) return;
-    if (m.msgId !== e.sequenceId)
-      v.add("G3 Nats-Msg-Id != sequenceId", `position ${m.position} msgId ${m.msgId}`);
+    if (m.msgId !== `${e.sequenceId}:${digests[i]}`)
+      v.add("G3 Nats-Msg-Id != sequenceId:digest", `position ${m.position} msgId ${m.msgId}`);
     if (String(m.position) !== e.sequenceId)
       v.add("G3 TRADING position != sequenceId", `position ${m.position} sequenceId ${e.sequenceId}`);
     if (m.data !== e.payload) v.add("G3 TRADING body != events.payload", `position ${m.position}`);
@@ -894,7 +925,7 @@ export async function drainAndCheck(
   ]);
   const report = checkGuarantees({ records, events, trading });
   if (options.api) {
-    const replayed = await readEventsViaApi(options.api.url);
+    const replayed = await readEventsViaApi(options.api.url, await cluster.readerToken());
     const stored = events.map((e) => `${e.sequenceId}:${e.referenceId}`);
     if (replayed.length !== stored.length || replayed.some((id, i) => id !== stored[i])) {
       const at = replayed.findIndex((id, i) => id !== stored[i]);

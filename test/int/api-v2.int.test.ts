@@ -184,10 +184,18 @@ describe("POST /orders/:orderId/cancel", () => {
   );
 
   test(
-    "an empty JSON object body is fine (the route takes no body)",
+    "the route takes no body: none → 202; any body, even {} → 400, nothing published (issue 13)",
     async () => {
-      const { answer } = await expectAccepted(request("POST", "/orders/77/cancel", {}, { token: userToken }));
+      const { answer } = await expectAccepted(
+        request("POST", "/orders/77/cancel", undefined, { token: userToken }),
+      );
       expect(answer.orderId).toBe("77");
+      const error = await expectRefused(
+        request("POST", "/orders/77/cancel", {}, { token: userToken }),
+        400,
+        "INVALID_INPUT",
+      );
+      expect(error.message).toContain("no request body");
     },
     TEST_TIMEOUT,
   );
@@ -213,7 +221,7 @@ describe("POST /orders/:orderId/cancel", () => {
     async () => {
       await expectRefused(request("POST", "/orders/5/cancel", undefined), 401, "UNAUTHENTICATED");
       await expectRefused(
-        request("POST", "/orders/5/cancel", {}, { authorization: "Bearer not.a.token" }),
+        request("POST", "/orders/5/cancel", undefined, { authorization: "Bearer not.a.token" }),
         401,
         "UNAUTHENTICATED",
       );
@@ -832,11 +840,13 @@ describe("lookups: GET /events/:sequenceId and GET /references/:referenceId", ()
   let running: RunningSequencer | undefined;
   let admin = "";
   let user = "";
+  let reader = "";
 
   beforeAll(async () => {
     r = await startHarness();
     admin = await r.tokens.mint(ADMIN, { admin: true });
     user = await r.tokens.mint(USER);
+    reader = await r.tokens.mint(1n, { role: "reader" });
   }, SETUP_TIMEOUT);
 
   afterAll(async () => {
@@ -844,8 +854,11 @@ describe("lookups: GET /events/:sequenceId and GET /references/:referenceId", ()
     await r?.close();
   }, SETUP_TIMEOUT);
 
+  // As a reader, who may look up any event (who else may: read-access.int.test.ts).
   const get = async (path: string) =>
-    within(10_000, `GET ${path}`, () => r.app.handle(new Request(`${BASE}${path}`)));
+    within(10_000, `GET ${path}`, () =>
+      r.app.handle(new Request(`${BASE}${path}`, { headers: { authorization: `Bearer ${reader}` } })),
+    );
   const post = async (path: string, body: unknown, token: string, key?: string) => {
     const res = await within(10_000, `POST ${path}`, () =>
       r.app.handle(request("POST", path, body, { token, ...(key === undefined ? {} : { key }) })),

@@ -651,6 +651,7 @@ describe("fuzz: write routes", () => {
             try {
               token = await new SignJWT(claims as Record<string, unknown>)
                 .setProtectedHeader({ alg: "HS256" })
+                .setIssuedAt(now) // iat is required (issue 13)
                 .sign(key);
             } catch {
               return; // jose refuses to sign some claim values; a client could not send them either
@@ -659,7 +660,8 @@ describe("fuzz: write routes", () => {
               typeof claims.sub === "string" &&
               /^[1-9][0-9]{0,18}$/.test(claims.sub) &&
               BigInt(claims.sub) <= MAX_INT64;
-            const expOk = typeof claims.exp === "number" && claims.exp > now;
+            // Not expired, and no longer-lived than AUTH_MAX_TTL (24 h) allows.
+            const expOk = typeof claims.exp === "number" && claims.exp > now && claims.exp - now <= 86_400;
             const admin = Array.isArray(claims.roles) && claims.roles.includes("admin");
             const auth: Auth = {
               header: `Bearer ${token}`,

@@ -8,7 +8,7 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
 import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
-import { createHttpApp } from "../../src/adapters/http/app.ts";
+import { createHttpApp, type HttpLimits } from "../../src/adapters/http/app.ts";
 import type { ReadinessCheck } from "../../src/adapters/http/ops.ts";
 import { Metrics } from "../../src/adapters/metrics.ts";
 import { KvIdempotencyStore } from "../../src/adapters/nats/idempotency-kv.ts";
@@ -43,6 +43,7 @@ export function memoryLogger(): MemoryLogger {
 
 export type Harness = {
   app: ReturnType<typeof createHttpApp>;
+  metrics: Metrics;
   nats: NatsServerHandle;
   nc: NatsConnection;
   jsm: JetStreamManager;
@@ -59,7 +60,7 @@ export type Harness = {
 };
 
 export async function startHarness(
-  options: { publishTimeoutMs?: number; bodyLimitBytes?: number } = {},
+  options: { publishTimeoutMs?: number; bodyLimitBytes?: number; limits?: Partial<HttpLimits> } = {},
 ): Promise<Harness> {
   const nats = await startNats();
   const cleanups: (() => Promise<unknown>)[] = [() => nats.stop()];
@@ -97,19 +98,24 @@ export async function startHarness(
     );
     let readiness: () => Promise<Checks> = async () => ({ nats: { ok: true }, database: { ok: true } });
     const log = memoryLogger();
+    const metrics = new Metrics();
     const app = createHttpApp({
       intake,
       tokens,
       store,
       pending: new JetStreamIntakeLookup(js, jsm),
-      metrics: new Metrics(),
+      metrics,
       readiness: () => readiness(),
       bodyLimitBytes: options.bodyLimitBytes ?? 16_384,
+      // RATE_LIMIT and AUTH_FAILURE_LIMIT off unless a test asks: the tests on this harness are about other things
+      // and send many requests as one user (and, in-process, from no address). http-hardening turns them on.
+      limits: { rateLimit: null, authFailureLimit: null, ...options.limits },
       log,
     });
 
     return {
       app,
+      metrics,
       nats,
       nc,
       jsm,

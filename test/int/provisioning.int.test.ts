@@ -5,7 +5,7 @@
  * idempotently and keeps its data on disk across a close and reopen.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -33,6 +33,12 @@ import {
 import { getPostgres, type NatsServerHandle, onPglite, startNats } from "../support/services.ts";
 
 const TIMEOUT = 30_000;
+/** One row in drizzle.__drizzle_migrations per migration file (drizzle/meta/_journal.json). */
+const MIGRATIONS = (
+  JSON.parse(readFileSync(join(import.meta.dir, "../../drizzle/meta/_journal.json"), "utf8")) as {
+    entries: unknown[];
+  }
+).entries.length;
 
 const FIRST: TopologyOptions = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 };
 const SECOND: TopologyOptions = { duplicateWindowMs: 45_000, ackWaitMs: 7_000, maxAckPending: 512 };
@@ -222,7 +228,7 @@ describe("migrations on PostgreSQL", () => {
         ["rejected_messages", 1],
       ]);
       const applied = await migrationRows();
-      expect(applied).toHaveLength(1);
+      expect(applied).toHaveLength(MIGRATIONS);
 
       // Every instance sees the tables.
       for (const d of databases) {
@@ -259,9 +265,12 @@ describe("migrations on PostgreSQL", () => {
       await migrated.migrate();
       const pg = db();
       const now = new Date().toISOString();
+      let digestBytes = 32;
       const insert = (sequenceId: number, previousId: number, referenceId: number) =>
-        pg`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at)
-            values (${sequenceId}, ${previousId}, ${referenceId}, 'CREATE_ORDER', 1, '{}', ${now}, ${now})`;
+        pg`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at,
+                               digest)
+            values (${sequenceId}, ${previousId}, ${referenceId}, 'CREATE_ORDER', 1, '{}', ${now}, ${now},
+                    decode(repeat('00', ${digestBytes}), 'hex'))`;
       const failure = (p: Promise<unknown>) =>
         p.then(
           () => {
@@ -278,6 +287,12 @@ describe("migrations on PostgreSQL", () => {
       expect(broken.constraint_name).toBe("events_previous_id_is_predecessor");
       const broken2 = await failure(insert(5, 3, 1005));
       expect(broken2.constraint_name).toBe("events_previous_id_is_predecessor");
+
+      // the digest is a SHA-256: 32 bytes
+      digestBytes = 31;
+      const shortDigest = await failure(insert(2, 1, 1002));
+      expect(shortDigest.constraint_name).toBe("events_digest_is_sha256");
+      digestBytes = 32;
 
       // sequence ids are positive
       const zero = await failure(insert(0, -1, 1000));
@@ -299,8 +314,9 @@ describe("migrations on PostgreSQL", () => {
       const isolated = await failure(
         pg.begin(async (tx) => {
           await tx`alter table events drop constraint events_previous_id_is_predecessor`;
-          await tx`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at)
-                   values (7, 0, 1007, 'CREATE_ORDER', 1, '{}', ${now}, ${now})`;
+          await tx`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at,
+                                      digest)
+                   values (7, 0, 1007, 'CREATE_ORDER', 1, '{}', ${now}, ${now}, decode(repeat('00', 32), 'hex'))`;
         }),
       );
       expect(isolated.code).toBe("23505");
@@ -349,7 +365,7 @@ describe("migrations on PGlite", () => {
       expect(database.kind).toBe("pglite");
       await database.migrate();
       await database.migrate();
-      expect(await migrationCount(database)).toBe(1);
+      expect(await migrationCount(database)).toBe(MIGRATIONS);
       const [empty] = await database.db.select({ n: count() }).from(events);
       expect(empty?.n).toBe(0);
 
@@ -363,6 +379,7 @@ describe("migrations on PGlite", () => {
         payload: '{"sequenceId":"1"}',
         createdAt: now,
         sequencedAt: now,
+        digest: new Uint8Array(32),
       });
       // The check constraint holds on PGlite too.
       const broken = await database.db
@@ -376,6 +393,7 @@ describe("migrations on PGlite", () => {
           payload: "{}",
           createdAt: now,
           sequencedAt: now,
+          digest: new Uint8Array(32),
         })
         .then(
           () => null,
@@ -387,7 +405,7 @@ describe("migrations on PGlite", () => {
 
       database = await openDatabase({ url: undefined, pgliteDir: dir });
       await database.migrate();
-      expect(await migrationCount(database)).toBe(1);
+      expect(await migrationCount(database)).toBe(MIGRATIONS);
       const rows = await database.db.select().from(events);
       expect(rows).toHaveLength(1);
       expect(rows[0]?.sequenceId).toBe(1n);

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { asc } from "drizzle-orm";
 import { events, rejectedMessages } from "../../src/adapters/db/schema.ts";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER } from "../../src/adapters/nats/topology.ts";
+import { ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import {
   type CancelOrder,
   type Deposit,
@@ -23,6 +24,7 @@ import {
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { type NatsServerHandle, startNats } from "../support/services.ts";
 import {
+  chained,
   DATABASE_BACKENDS,
   makeOrder,
   openStack,
@@ -155,7 +157,11 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
 
       const trading = await readTrading(stack);
       expect(trading).toHaveLength(1);
-      expect(trading[0]).toMatchObject({ position: 1, msgId: "1", subject: "trading.deposit" });
+      expect(trading[0]).toMatchObject({
+        position: 1,
+        msgId: `1:${trading[0]?.digest}`,
+        subject: "trading.deposit",
+      });
       expect(trading[0]?.body.referenceId).toBe(first.referenceId.toString());
       expect(JSON.stringify(trading[0]?.body)).toBe(stored[0]?.payload ?? "");
       // A duplicate is dropped, not rejected.
@@ -193,11 +199,14 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
         [3n, noKey.referenceId, null],
       ]);
       const trading = await readTrading(stack);
-      expect(trading.map((m) => [m.position, m.msgId, m.subject, m.body.referenceId])).toEqual([
-        [1, "1", "trading.transfer", first.referenceId.toString()],
-        [2, "2", "trading.deposit", otherUserSameTail.referenceId.toString()],
-        [3, "3", "trading.cancel_order", noKey.referenceId.toString()],
-      ]);
+      // Nats-Msg-Id = `<sequenceId>:<digest>` (the digest chain: checkLog in ../support/stack.ts checks it).
+      expect(trading.map((m) => [m.position, m.msgId?.split(":")[0], m.subject, m.body.referenceId])).toEqual(
+        [
+          [1, "1", "trading.transfer", first.referenceId.toString()],
+          [2, "2", "trading.deposit", otherUserSameTail.referenceId.toString()],
+          [3, "3", "trading.cancel_order", noKey.referenceId.toString()],
+        ],
+      );
       expect(await rejectedCount()).toBe(0);
     },
     TEST_TIMEOUT,
@@ -212,10 +221,10 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
       const at = new Date().toISOString();
       const seqA: Sequenced = { ...a, sequenceId: 1n, previousId: 0n, sequencedAt: at };
       const seqB: Sequenced = { ...b, sequenceId: 2n, previousId: 1n, sequencedAt: at };
-      await stack.store.append([{ event: seqA, payload: encodeSequencedEvent(seqA) }], []);
-      await expect(
-        stack.store.append([{ event: seqB, payload: encodeSequencedEvent(seqB) }], []),
-      ).rejects.toThrow();
+      const [storedA, storedB] = chained([seqA, seqB]);
+      if (!storedA || !storedB) throw new Error("unreachable");
+      await stack.store.append([storedA], [], ZERO_DIGEST);
+      await expect(stack.store.append([storedB], [], storedA.digest)).rejects.toThrow();
       expect(await headOf()).toBe(1n);
       // findStored reports the key although b's referenceId is not stored.
       const found = await stack.store.findStored([b.referenceId], [key, "12:absent"]);
@@ -246,7 +255,7 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
       const trading = await readTrading(stack);
       const stored = await rows();
       expect(trading.map((m) => m.position)).toEqual(published.map((_, i) => i + 1));
-      expect(trading.map((m) => m.msgId)).toEqual(published.map((_, i) => String(i + 1)));
+      expect(trading.map((m) => m.msgId)).toEqual(trading.map((m, i) => `${i + 1}:${m.digest}`));
       expect(trading.map((m) => m.subject)).toEqual([
         "trading.create_order",
         "trading.cancel_order",

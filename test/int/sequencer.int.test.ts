@@ -1,7 +1,9 @@
 /**
  * The sequencer against a real nats-server and a real PostgreSQL (and PGlite, the embedded default):
  * exactly once, in order, no gaps — including duplicates across the broker's window, partially duplicate
- * batches, poison messages, and a failure between commit and publish.
+ * batches, poison messages, and a failure between commit and publish; and the digest chain: TRADING carries each
+ * event's digest, a message forged onto TRADING stops the sequencer instead of passing for ours, and a duplicate
+ * PubAck of our own message still counts.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { headers } from "@nats-io/transport-node";
@@ -9,15 +11,23 @@ import { sql } from "drizzle-orm";
 import { rowsOf } from "../../src/adapters/db/client.ts";
 import { LogContinuityError, type StoredEvent } from "../../src/adapters/db/event-store.ts";
 import { INTAKE_STREAM, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
-import type { TradingLog } from "../../src/adapters/nats/trading-publisher.ts";
-import { encodeIntakeEvent, encodeSequencedEvent } from "../../src/domain/events.ts";
+import {
+  JetStreamTradingLog,
+  type TradingLog,
+  TradingMismatchError,
+} from "../../src/adapters/nats/trading-publisher.ts";
+import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
+import { encodeIntakeEvent } from "../../src/domain/events.ts";
+import { inspect } from "../../src/inspect.ts";
 import { type NatsServerHandle, startNats } from "../support/services.ts";
 import {
+  chained,
   checkLog,
   DATABASE_BACKENDS,
   makeOrder,
   openStack,
   type RunningSequencer,
+  readTrading,
   runSequencer,
   type Stack,
   waitFor,
@@ -27,10 +37,13 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
   let nats: NatsServerHandle;
   let stack: Stack;
   let running: RunningSequencer | undefined;
+  /** The PostgreSQL database's URL; undefined on PGlite. */
+  let url: string | undefined;
 
   beforeEach(async () => {
     nats = await startNats();
-    stack = await openStack(nats.url, await databaseUrl());
+    url = await databaseUrl();
+    stack = await openStack(nats.url, url);
   });
 
   afterEach(async () => {
@@ -41,6 +54,19 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
   });
 
   const headOf = async () => (await stack.store.head()).sequenceId;
+  const tradingLast = async () => BigInt((await stack.jsm.streams.info(TRADING_STREAM)).state.last_seq);
+  const allAcked = async () =>
+    (await stack.jsm.consumers.info(INTAKE_STREAM, "sequencer")).num_ack_pending === 0;
+
+  /** Sequences `count` orders and waits until they are on TRADING and acked; the sequencer is stopped again. */
+  async function sequenceOrders(count: number, batchSize?: number): Promise<void> {
+    const before = await headOf();
+    for (let i = 0; i < count; i++) await stack.intake.publish(makeOrder());
+    const run = await runSequencer(stack, batchSize === undefined ? {} : { batchSize });
+    await waitFor("on TRADING", async () => (await tradingLast()) === before + BigInt(count));
+    await waitFor("acked", allAcked);
+    await run.stop();
+  }
 
   test("sequences every published order once, 1..N, and republishes them on TRADING at the same positions", async () => {
     const orders = Array.from({ length: 300 }, () => makeOrder());
@@ -156,6 +182,7 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     // outage there would); the events are in Postgres but not on TRADING and not acked.
     const wrapTrading = (real: TradingLog): TradingLog => ({
       lastSequence: () => real.lastSequence(),
+      verify: (record) => real.verify(record),
       async append(records) {
         if (records.length > 0 && failures < 2) {
           failures++;
@@ -185,6 +212,7 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     // First run: commit works, TRADING publishing always fails, as if the process died right after commit.
     const broken = (real: TradingLog): TradingLog => ({
       lastSequence: () => real.lastSequence(),
+      verify: (record) => real.verify(record),
       append: async (records) => {
         if (records.length > 0) throw new Error("failpoint: publish never happens");
       },
@@ -210,14 +238,18 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
   });
 
   test("an append that does not continue the log writes nothing, so a statement sent behind a failed one is harmless", async () => {
-    const stored = (from: number, orders: ReturnType<typeof makeOrder>[]): StoredEvent[] =>
-      orders.map((order, i) => {
-        const sequenceId = BigInt(from + i);
-        const event = { ...order, sequenceId, previousId: sequenceId - 1n, sequencedAt: order.createdAt };
-        return { event, payload: encodeSequencedEvent(event) };
-      });
+    // Events numbered from `from`, their digests chained after `after` (the digest the append is told too).
+    const stored = (from: number, orders: ReturnType<typeof makeOrder>[], after: string): StoredEvent[] =>
+      chained(
+        orders.map((order, i) => {
+          const sequenceId = BigInt(from + i);
+          return { ...order, sequenceId, previousId: sequenceId - 1n, sequencedAt: order.createdAt };
+        }),
+        after,
+      );
     const first = Array.from({ length: 3 }, () => makeOrder());
-    await stack.store.append(stored(1, first), []);
+    await stack.store.append(stored(1, first, ZERO_DIGEST), [], ZERO_DIGEST);
+    const head3 = (await stack.store.head()).digest;
     const rejected = [{ streamSeq: 99n, subject: "sequence.create_order", reason: "test", data: "{" }];
     const rejectedCount = async () =>
       rowsOf<{ n: number }>(
@@ -225,29 +257,170 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
       )[0]?.n;
 
     // A hole: 5 and 6 after head 3. Refused as a whole, the rejected message with it.
-    expect(stack.store.append(stored(5, [makeOrder(), makeOrder()]), rejected)).rejects.toBeInstanceOf(
-      LogContinuityError,
-    );
+    expect(
+      stack.store.append(stored(5, [makeOrder(), makeOrder()], head3), rejected, head3),
+    ).rejects.toBeInstanceOf(LogContinuityError);
     expect(await headOf()).toBe(3n);
     expect(await rejectedCount()).toBe(0);
 
     // Two statements sent together, as the sequencer pipelines them: the first fails (a referenceId already
     // stored: the unique constraint), so the second, numbered after it, must not land either.
-    const failing = stack.store.append(
-      stored(4, [makeOrder(), first[0] as ReturnType<typeof makeOrder>]),
-      [],
-    );
-    const behind = stack.store.append(stored(6, [makeOrder()]), []);
+    const failingBatch = stored(4, [makeOrder(), first[0] as ReturnType<typeof makeOrder>], head3);
+    const failing = stack.store.append(failingBatch, [], head3);
+    const after5 = failingBatch[1]?.digest ?? "";
+    const behind = stack.store.append(stored(6, [makeOrder()], after5), [], after5);
     const [a, b] = await Promise.allSettled([failing, behind]);
     expect(a.status).toBe("rejected");
     expect(b.status === "rejected" && b.reason).toBeInstanceOf(LogContinuityError);
     expect(await headOf()).toBe(3n);
 
-    await stack.store.append(stored(4, [makeOrder()]), rejected);
+    // Continuing the log, but chained from a digest that is not row 3's: refused, nothing written.
+    const wrong = "f".repeat(64);
+    const misChained = await stack.store.append(stored(4, [makeOrder()], wrong), rejected, wrong).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(misChained).toBeInstanceOf(LogContinuityError);
+    expect(String(misChained)).toContain("digest is not the one the batch from 4 was chained from");
+    expect(await headOf()).toBe(3n);
+    expect(await rejectedCount()).toBe(0);
+
+    await stack.store.append(stored(4, [makeOrder()], head3), rejected, head3);
     expect(await headOf()).toBe(4n);
     expect(await rejectedCount()).toBe(1);
     const page = await stack.store.readAfter(0n, 10);
     expect(page.map((e) => e.sequenceId)).toEqual([1n, 2n, 3n, 4n]);
+  });
+
+  test("every TRADING message carries its event's digest (header and msg id), and the digests chain", async () => {
+    await sequenceOrders(40, 7);
+    await checkLog(stack); // the chain over the payloads, the header, the msg id, the bytes
+    const column = rowsOf<{ digest: string }>(
+      await stack.database.db.execute(
+        sql`select encode(digest, 'hex') as digest from events order by sequence_id`,
+      ),
+    ).map((row) => row.digest);
+    const trading = await readTrading(stack);
+    expect(column).toHaveLength(40);
+    expect(trading.map((m) => m.digest)).toEqual(column);
+    expect(trading.map((m) => m.msgId)).toEqual(column.map((d, i) => `${i + 1}:${d}`));
+    expect(column).toEqual(
+      chainDigests(
+        ZERO_DIGEST,
+        trading.map((m) => m.raw),
+      ),
+    );
+    // A restart continues the chain from the head it reloads from the database.
+    await sequenceOrders(3);
+    await checkLog(stack);
+  });
+
+  test.each([1, 5])(
+    "a message forged onto TRADING at head+1 right before our publish (a batch of %i) stops the sequencer, visibly",
+    async (size) => {
+      await sequenceOrders(3);
+      for (let i = 0; i < size; i++) await stack.intake.publish(makeOrder());
+      // The attack: someone who may publish on trading.* races the sequencer for position head+1, with the msg id
+      // the sequencer used to use (the sequenceId) and the right expected last sequence.
+      let forged = false;
+      const forger = (real: TradingLog): TradingLog => ({
+        lastSequence: () => real.lastSequence(),
+        verify: (record) => real.verify(record),
+        async append(records) {
+          const first = records[0];
+          if (!forged && first) {
+            forged = true;
+            const head = first.sequenceId - 1n;
+            await stack.js.publish(
+              "trading.deposit",
+              JSON.stringify({ sequenceId: String(head + 1n), type: "DEPOSIT", amount: "1000000" }),
+              { msgID: `${head + 1n}`, expect: { lastSequence: Number(head) } },
+            );
+          }
+          return real.append(records);
+        },
+      });
+      running = await runSequencer(stack, { wrapTrading: forger });
+      const sequencer = running.sequencer;
+      await waitFor("the sequencer stops on the mismatch", async () =>
+        (sequencer.status().lastError ?? "").includes("sequencing stopped"),
+      );
+      const status = sequencer.status();
+      expect(status.tradingInSync).toBe(false);
+      expect(status.lastError).toContain("TRADING does not match the log at sequenceId 4");
+      await new Promise((r) => setTimeout(r, 500)); // it stays stopped: nothing retried, nothing more published
+      expect(sequencer.status().lastError).toBe(status.lastError);
+      // Our own events never landed behind the forged one, and none of the batch was acked (no success reported).
+      expect(await tradingLast()).toBe(4n);
+      expect(await headOf()).toBeGreaterThanOrEqual(4n);
+      const consumer = await stack.jsm.consumers.info(INTAKE_STREAM, "sequencer");
+      expect(consumer.ack_floor.stream_seq).toBe(3);
+      expect(consumer.num_ack_pending).toBe(size);
+      if (url) {
+        const inspection = await inspect(nats.url, url);
+        expect(inspection.verdict.state).toBe("MISMATCH");
+        expect(inspection.verdict.detail).toContain("sequenceId 4");
+      }
+      // A restarted sequencer finds the same at catch-up, before taking any work.
+      await running.stop();
+      running = await runSequencer(stack);
+      const again = running.sequencer;
+      await waitFor("stopped again", async () =>
+        (again.status().lastError ?? "").includes("sequencing stopped"),
+      );
+      expect(again.status().lastError).toContain("at sequenceId 4");
+      expect(await tradingLast()).toBe(4n);
+    },
+  );
+
+  test("a duplicate PubAck counts only when the stored message is ours: a republished batch passes, another body fails", async () => {
+    await sequenceOrders(5);
+    const real = new JetStreamTradingLog(stack.nc, stack.js, stack.jsm, 5_000);
+    const records = await stack.store.readAfter(0n, 10);
+    // A retry of batches TRADING already has (a PubAck lost on the way back): every message is a duplicate.
+    await real.append(records);
+    await real.append(records.slice(3));
+    await real.append(records.slice(4));
+    expect(await tradingLast()).toBe(5n);
+    await checkLog(stack);
+    // Our msg id, but not our message: the read-back finds the difference.
+    const last = records[4];
+    if (!last) throw new Error("unreachable");
+    const other = { ...last, payload: last.payload.replace('"quantity":"1.5"', '"quantity":"150"') };
+    expect(other.payload).not.toBe(last.payload);
+    const refused = await real.append([other]).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(TradingMismatchError);
+    expect((refused as TradingMismatchError).sequenceId).toBe(5n);
+    expect(String(refused)).toContain("body differs");
+    expect(await tradingLast()).toBe(5n);
+  });
+
+  test("after an upgrade: TRADING messages published before the digest chain (same bytes, no header) are accepted", async () => {
+    // The log as the migration leaves it (digests backfilled), and TRADING as the old sequencer published it:
+    // Nats-Msg-Id = sequenceId, no Sequencer-Digest header.
+    const events = [1n, 2n, 3n].map((sequenceId) => ({
+      ...makeOrder(),
+      sequenceId,
+      previousId: sequenceId - 1n,
+      sequencedAt: new Date().toISOString(),
+    }));
+    await stack.store.append(chained(events), [], ZERO_DIGEST);
+    for (const record of await stack.store.readAfter(0n, 10)) {
+      await stack.js.publish("trading.create_order", record.payload, {
+        msgID: record.sequenceId.toString(),
+        expect: { lastSequence: Number(record.sequenceId - 1n) },
+      });
+    }
+    for (let i = 0; i < 2; i++) await stack.intake.publish(makeOrder());
+    running = await runSequencer(stack);
+    await waitFor("5 on TRADING", async () => (await tradingLast()) === 5n);
+    await waitFor("acked", allAcked);
+    expect(running.sequencer.status()).toEqual({ head: 5n, tradingInSync: true, lastError: null });
+    const trading = await readTrading(stack);
+    expect(trading.map((m) => Boolean(m.digest))).toEqual([false, false, false, true, true]);
   });
 
   test("refuses to sequence when TRADING is ahead of the database", async () => {

@@ -22,6 +22,7 @@ beforeAll(async () => {
     DATABASE_URL: await (await getPostgres()).createDatabase(),
     AUTH_SECRET: "websocket-test-secret-0123456789-abcdef",
     PORT: "0",
+    OPS_PORT: "0",
   });
   service = await startService(config, "all", createLogger({}, "silent"));
 });
@@ -56,7 +57,11 @@ test("orders posted to an API connected over WebSocket are sequenced and publish
   } finally {
     await nc.close();
   }
-  const page = (await (await fetch(`${service.url}/events?after=0&limit=100`)).json()) as {
+  const page = (await (
+    await fetch(`${service.url}/me/events?after=0&limit=100`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
+  ).json()) as {
     events: { sequenceId: string; referenceId: string }[];
   };
   expect(page.events.map((e) => e.sequenceId)).toEqual(Array.from({ length: 25 }, (_, i) => String(i + 1)));

@@ -48,6 +48,7 @@ test("two API replicas started at once get different worker ids and mint disjoin
     DATABASE_URL: databaseUrl,
     AUTH_SECRET: "worker-lease-test-secret-0123456789abcdef",
     PORT: "0",
+    OPS_PORT: "0",
   });
   const replicas = await Promise.all([
     startService(config, "api", createLogger({}, "silent")),
@@ -69,7 +70,9 @@ test("two API replicas started at once get different worker ids and mint disjoin
   expect(workers.size).toBe(2);
   const all = answers.flatMap((a) => [a.referenceId, a.orderId]);
   expect(new Set(all).size).toBe(all.length);
-  const ready = (await (await fetch(`${replicas[0]?.url}/readyz`)).json()) as {
+  // The details are on the ops listener; the public port says only ready or not.
+  expect(await (await fetch(`${replicas[0]?.url}/readyz`)).json()).toEqual({ status: "ready" });
+  const ready = (await (await fetch(`${replicas[0]?.opsUrl}/readyz`)).json()) as {
     checks: Record<string, { ok: boolean }>;
   };
   expect(ready.checks.workerId?.ok).toBe(true);

@@ -6,20 +6,21 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
-import { DrizzleEventStore, type StoredEvent } from "../../src/adapters/db/event-store.ts";
+import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
 import { LeadershipLostError, PostgresWriterLease } from "../../src/adapters/db/writer-lease.ts";
-import { encodeSequencedEvent, type SequencedEvent } from "../../src/domain/events.ts";
+import type { SequencedEvent } from "../../src/domain/events.ts";
+import { EMPTY_HEAD, type Head } from "../../src/domain/sequencing.ts";
 import { getPostgres, onPglite } from "../support/services.ts";
-import { makeOrder, quietLogger, waitFor } from "../support/stack.ts";
+import { chained, makeOrder, quietLogger, waitFor } from "../support/stack.ts";
 
-function sequenced(sequenceId: bigint): StoredEvent {
-  const event: SequencedEvent = {
-    ...makeOrder(),
-    sequenceId,
-    previousId: sequenceId - 1n,
-    sequencedAt: new Date().toISOString(),
-  };
-  return { event, payload: encodeSequencedEvent(event) };
+function sequenced(sequenceId: bigint): SequencedEvent {
+  return { ...makeOrder(), sequenceId, previousId: sequenceId - 1n, sequencedAt: new Date().toISOString() };
+}
+
+/** Appends `count` new events after `head` (their digests chained from its), as a sequencer numbering from it. */
+function appendAfter(store: DrizzleEventStore, head: Head, count = 1): Promise<void> {
+  const events = Array.from({ length: count }, (_, i) => sequenced(head.sequenceId + 1n + BigInt(i)));
+  return store.append(chained(events, head.digest), [], head.digest);
 }
 
 describe("writer lease", () => {
@@ -65,10 +66,10 @@ describe("writer lease", () => {
       expect(b.isHeld()).toBe(true);
 
       // The old holder's fence now refuses to write, inside the transaction.
-      const refused = new DrizzleEventStore(a.db, a.fence).append([sequenced(1n)], []);
+      const refused = appendAfter(new DrizzleEventStore(a.db, a.fence), EMPTY_HEAD);
       await expect(refused).rejects.toBeInstanceOf(LeadershipLostError);
       const writer = new DrizzleEventStore(b.db, b.fence);
-      await writer.append([sequenced(1n)], []);
+      await appendAfter(writer, EMPTY_HEAD);
       expect((await writer.head()).sequenceId).toBe(1n);
       await b.release();
     },
@@ -79,7 +80,7 @@ describe("writer lease", () => {
     async () => {
       const holder = lease();
       expect(await holder.acquire(AbortSignal.timeout(5_000))).toBe(true);
-      const head = (await new DrizzleEventStore(database.db).head()).sequenceId;
+      const head = await new DrizzleEventStore(database.db).head();
       await admin`select pg_terminate_backend(pid) from pg_stat_activity
       where application_name = 'sequencer-writer' and pid <> pg_backend_pid()`;
       await waitFor("lost signal", async () => holder.lost.aborted, 5_000);
@@ -87,32 +88,29 @@ describe("writer lease", () => {
       expect(holder.lost.reason).toBeInstanceOf(LeadershipLostError);
       // postgres.js reconnects this client to a new session, which does not hold the lock: the fence refuses.
       const store = new DrizzleEventStore(holder.db, holder.fence);
-      await expect(store.append([sequenced(head + 1n)], [])).rejects.toBeInstanceOf(LeadershipLostError);
-      expect((await new DrizzleEventStore(database.db).head()).sequenceId).toBe(head);
+      await expect(appendAfter(store, head)).rejects.toBeInstanceOf(LeadershipLostError);
+      expect((await new DrizzleEventStore(database.db).head()).sequenceId).toBe(head.sequenceId);
       // It can become the writer again once it re-acquires (with a fresh handle, as each sequencer term takes).
       expect(await holder.acquire(AbortSignal.timeout(5_000))).toBe(true);
-      await new DrizzleEventStore(holder.db, holder.fence).append([sequenced(head + 1n)], []);
+      await appendAfter(new DrizzleEventStore(holder.db, holder.fence), head);
       await holder.release();
     },
   );
 
   test("two writers forced past the lease cannot fork the sequence", async () => {
     const store = new DrizzleEventStore(database.db);
-    const head = (await store.head()).sequenceId;
+    const head = await store.head();
     const first = new DrizzleEventStore(database.db);
     const second = new DrizzleEventStore(database.db);
     // Both computed the same next number from the same head, with different events.
-    const results = await Promise.allSettled([
-      first.append([sequenced(head + 1n), sequenced(head + 2n)], []),
-      second.append([sequenced(head + 1n)], []),
-    ]);
+    const results = await Promise.allSettled([appendAfter(first, head, 2), appendAfter(second, head)]);
     expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
     expect(results.filter((r) => r.status === "rejected")).toHaveLength(1);
     const records = await store.readAfter(0n, 1000);
     expect(records.map((r) => r.sequenceId)).toEqual(records.map((_, i) => BigInt(i + 1)));
     // The loser retrying on top of the new head succeeds: contention costs a retry, never a fork.
-    const loserHead = (await store.head()).sequenceId;
-    await second.append([sequenced(loserHead + 1n)], []);
-    expect((await store.head()).sequenceId).toBe(loserHead + 1n);
+    const loserHead = await store.head();
+    await appendAfter(second, loserHead);
+    expect((await store.head()).sequenceId).toBe(loserHead.sequenceId + 1n);
   });
 });

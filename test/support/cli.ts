@@ -3,13 +3,20 @@ import { join } from "node:path";
 
 export const CLI = join(import.meta.dir, "../../src/cli.ts");
 
-/** `sequencer token --user <id>` with `env` (its AUTH_SECRET): only the JWT on stdout. */
-export async function cliToken(env: Record<string, string>, userId: string): Promise<string> {
-  const proc = Bun.spawn([process.execPath, CLI, "token", "--user", userId], {
-    env,
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+/** `sequencer token --user <id> [--role reader|admin]` with `env` (its AUTH_SECRET): only the JWT on stdout. */
+export async function cliToken(
+  env: Record<string, string>,
+  userId: string,
+  role?: "reader" | "admin",
+): Promise<string> {
+  const proc = Bun.spawn(
+    [process.execPath, CLI, "token", "--user", userId, ...(role ? ["--role", role] : [])],
+    {
+      env,
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
   const [out, err, code] = await Promise.all([
     new Response(proc.stdout).text(),
     new Response(proc.stderr).text(),
@@ -17,4 +24,57 @@ export async function cliToken(env: Record<string, string>, userId: string): Pro
   ]);
   if (code !== 0) throw new Error(`token --user ${userId} failed (${code}): ${err}`);
   return out.trim();
+}
+
+/** A CLI child with its stdout collected as it arrives (stderr goes to the test's own). */
+export type CliChild = { proc: ReturnType<typeof Bun.spawn>; stdout: () => string };
+
+/**
+ * Runs the CLI with `args`, env on top of PATH and quiet logs; OPS_PORT 0 puts the ops listener on any free port
+ * (its default, 9464, may be taken on a test machine, or by another child of the same test).
+ */
+export function spawnCli(args: string[], env: Record<string, string>): CliChild {
+  const proc = Bun.spawn([process.execPath, CLI, ...args], {
+    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "warn", OPS_PORT: "0", ...env },
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  let out = "";
+  (async () => {
+    const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += decoder.decode(value);
+    }
+  })();
+  return { proc, stdout: () => out };
+}
+
+/** Polls `probe` (a throw counts as "not yet") every 100 ms until it gives a value, or fails after `timeoutMs`. */
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** SIGTERM, then the exit code; SIGKILL and an error when the child has not exited within 20 s. */
+export async function stopCli(child: CliChild): Promise<number> {
+  child.proc.kill("SIGTERM");
+  const timeout = Bun.sleep(20_000).then(() => "timeout" as const);
+  const result = await Promise.race([child.proc.exited, timeout]);
+  if (result === "timeout") {
+    child.proc.kill("SIGKILL");
+    throw new Error("service did not exit within 20 s of SIGTERM");
+  }
+  return result;
 }

@@ -14,13 +14,23 @@ import {
 } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
-import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
+import { DrizzleEventStore, type StoredEvent } from "../../src/adapters/db/event-store.ts";
 import { JetStreamIntakeSource } from "../../src/adapters/nats/intake-consumer.ts";
 import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
 import { ensureTopology, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
-import { JetStreamTradingLog, type TradingLog } from "../../src/adapters/nats/trading-publisher.ts";
+import {
+  DIGEST_HEADER,
+  JetStreamTradingLog,
+  type TradingLog,
+} from "../../src/adapters/nats/trading-publisher.ts";
+import { chainDigests, DigestChain, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { Sequencer } from "../../src/app/sequencer.ts";
-import type { CreateOrder, Intake } from "../../src/domain/events.ts";
+import {
+  type CreateOrder,
+  encodeSequencedEvent,
+  type Intake,
+  type SequencedEvent,
+} from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { createLogger } from "../../src/logger.ts";
 import { getPostgres } from "./services.ts";
@@ -87,6 +97,18 @@ export async function runSequencer(
   };
 }
 
+/**
+ * Events as the sequencer stores them: each payload encoded and its digest chained, in order, after `from` (the
+ * digest of the event before the first; the zero digest before sequenceId 1). Pass `from` to append() as well.
+ */
+export function chained(events: readonly SequencedEvent[], from: string = ZERO_DIGEST): StoredEvent[] {
+  const chain = new DigestChain(from);
+  return events.map((event) => {
+    const payload = encodeSequencedEvent(event);
+    return { event, payload, digest: chain.next(payload) };
+  });
+}
+
 let userCounter = 0n;
 const ids = new SnowflakeGenerator(900);
 
@@ -120,11 +142,15 @@ export async function waitFor(
 export type TradingMessage = {
   position: number;
   msgId: string | undefined;
+  /** The Sequencer-Digest header. */
+  digest: string | undefined;
   subject: string;
+  /** The body as published (text). */
+  raw: string;
   body: Record<string, string>;
 };
 
-/** Reads TRADING from the first message to the last, with positions and Nats-Msg-Id headers. */
+/** Reads TRADING from the first message to the last, with positions, Nats-Msg-Id and Sequencer-Digest headers. */
 export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
   const info = await stack.jsm.streams.info(TRADING_STREAM);
   const last = info.state.last_seq;
@@ -136,7 +162,9 @@ export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
     out.push({
       position: msg.seq,
       msgId: msg.headers?.get("Nats-Msg-Id"),
+      digest: msg.headers?.get(DIGEST_HEADER),
       subject: msg.subject,
+      raw: msg.string(),
       body: msg.json<Record<string, string>>(),
     });
     if (msg.seq >= last) break;
@@ -145,7 +173,11 @@ export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
   return out;
 }
 
-/** Every invariant the issue names, over the log and TRADING: 1..N, previousId, positions, msg ids, once each. */
+/**
+ * Every invariant the issue names, over the log and TRADING: 1..N, previousId, positions, msg ids, once each; and
+ * the digest chain: every stored digest follows from the previous one and the payload, and TRADING carries the
+ * same bytes, digest header and msg id `<sequenceId>:<digest>`.
+ */
 export async function checkLog(
   stack: Stack,
 ): Promise<{ events: Record<string, string>[]; trading: TradingMessage[] }> {
@@ -161,6 +193,13 @@ export async function checkLog(
       problems.push(`sequencedAt goes back at ${expected}`);
     }
   });
+  const digests = chainDigests(
+    ZERO_DIGEST,
+    records.map((r) => r.payload),
+  );
+  records.forEach((r, i) => {
+    if (r.digest !== digests[i]) problems.push(`event ${r.sequenceId}'s stored digest breaks the chain`);
+  });
   const refs = new Set(events.map((e) => e.referenceId));
   if (refs.size !== events.length) problems.push("a referenceId is stored twice");
   if (trading.length !== events.length)
@@ -168,8 +207,12 @@ export async function checkLog(
   trading.forEach((msg, i) => {
     const event = events[i];
     if (msg.position !== i + 1) problems.push(`TRADING message ${i} at position ${msg.position}`);
-    if (msg.msgId !== String(msg.position))
+    const record = records[i];
+    if (msg.msgId !== `${msg.position}:${record?.digest}`)
       problems.push(`TRADING ${msg.position} has Nats-Msg-Id ${msg.msgId}`);
+    if (msg.digest === undefined || msg.digest !== record?.digest)
+      problems.push(`TRADING ${msg.position} has ${DIGEST_HEADER} ${msg.digest}, the log ${record?.digest}`);
+    if (msg.raw !== record?.payload) problems.push(`TRADING ${msg.position}'s bytes differ from the log's`);
     if (!event || JSON.stringify(msg.body) !== JSON.stringify(event)) {
       problems.push(`TRADING ${msg.position} differs from the log`);
     }

@@ -1,6 +1,17 @@
 import { describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { nkeys } from "@nats-io/nats-core";
 import fc from "fast-check";
-import { type Config, ConfigError, loadConfig, parseDuration } from "../../src/config.ts";
+import {
+  type Config,
+  ConfigError,
+  EXAMPLE_AUTH_SECRETS,
+  loadConfig,
+  parseDuration,
+} from "../../src/config.ts";
+import { resolveAuthSecret } from "../../src/runtime/auth-secret.ts";
 
 const SECRET = "x".repeat(32);
 
@@ -19,10 +30,17 @@ describe("loadConfig defaults", () => {
     const expected: Config = {
       port: 3000,
       host: "127.0.0.1",
+      opsPort: 9464,
+      opsHost: "127.0.0.1",
       natsUrl: undefined,
+      natsCredentials: undefined,
       databaseUrl: undefined,
       dataDir: "./data",
       authSecret: undefined,
+      authMaxTtlMs: 86_400_000,
+      authIssuer: undefined,
+      authAudience: undefined,
+      authJwks: undefined,
       workerId: undefined,
       duplicateWindowMs: 120_000,
       idempotencyWindowMs: 86_400_000,
@@ -34,6 +52,11 @@ describe("loadConfig defaults", () => {
       ackWaitMs: 30_000,
       maxAckPending: 4_000,
       bodyLimitBytes: 16_384,
+      rateLimit: { count: 50, perMs: 1_000 },
+      authFailureLimit: { count: 20, perMs: 60_000 },
+      bodyTimeoutMs: 10_000,
+      maxInFlight: 4_096,
+      auditIntervalMs: 10_000,
       logLevel: "info",
       failpoint: undefined,
       failpointAfter: 1,
@@ -74,6 +97,8 @@ describe("loadConfig valid values", () => {
     const config = loadConfig({
       PORT: "8080",
       HOST: "0.0.0.0",
+      OPS_PORT: "9999",
+      OPS_HOST: "10.0.0.1",
       NATS_URL: "nats://nats.example:4222",
       DATABASE_URL: "postgres://u:p@db:5432/seq",
       DATA_DIR: "/var/lib/seq",
@@ -87,15 +112,27 @@ describe("loadConfig valid values", () => {
       SEQUENCER_ACK_WAIT: "1h",
       SEQUENCER_MAX_ACK_PENDING: "1",
       BODY_LIMIT_BYTES: "256",
+      RATE_LIMIT: "5/2m",
+      AUTH_FAILURE_LIMIT: "off",
+      BODY_TIMEOUT: "3s",
+      MAX_IN_FLIGHT: "0",
+      AUDIT_INTERVAL: "1m",
       LOG_LEVEL: "silent",
     });
     expect(config).toEqual({
       port: 8080,
       host: "0.0.0.0",
+      opsPort: 9999,
+      opsHost: "10.0.0.1",
       natsUrl: "nats://nats.example:4222",
+      natsCredentials: undefined,
       databaseUrl: "postgres://u:p@db:5432/seq",
       dataDir: "/var/lib/seq",
       authSecret: SECRET,
+      authMaxTtlMs: 86_400_000,
+      authIssuer: undefined,
+      authAudience: undefined,
+      authJwks: undefined,
       workerId: 1023,
       duplicateWindowMs: 300_000,
       idempotencyWindowMs: 86_400_000,
@@ -107,6 +144,11 @@ describe("loadConfig valid values", () => {
       ackWaitMs: 3_600_000,
       maxAckPending: 1,
       bodyLimitBytes: 256,
+      rateLimit: { count: 5, perMs: 120_000 },
+      authFailureLimit: null,
+      bodyTimeoutMs: 3_000,
+      maxInFlight: 0,
+      auditIntervalMs: 60_000,
       logLevel: "silent",
       failpoint: undefined,
       failpointAfter: 1,
@@ -266,5 +308,132 @@ describe("parseDuration", () => {
         if (ms !== null) expect(ms).toBeGreaterThanOrEqual(0);
       }),
     );
+  });
+});
+
+describe("NATS credentials from the environment", () => {
+  const URL = { NATS_URL: "nats://nats.example:4222" };
+  test("user + password, token, nkey seed and creds file", () => {
+    expect(loadConfig({ ...URL, NATS_USER: "api", NATS_PASSWORD: "pw1" }).natsCredentials).toEqual({
+      kind: "user",
+      user: "api",
+      password: "pw1",
+    });
+    expect(loadConfig({ ...URL, NATS_TOKEN: "t0k" }).natsCredentials).toEqual({
+      kind: "token",
+      token: "t0k",
+    });
+    const seed = new TextDecoder().decode(nkeys.createUser().getSeed());
+    expect(loadConfig({ ...URL, NATS_NKEY_SEED: seed }).natsCredentials).toEqual({ kind: "nkey", seed });
+    const file = join(mkdtempSync(join(tmpdir(), "creds-")), "svc.creds");
+    writeFileSync(file, "not checked until connect");
+    expect(loadConfig({ ...URL, NATS_CREDS: file }).natsCredentials).toEqual({ kind: "creds", file });
+  });
+
+  test.each([
+    [{ ...URL, NATS_USER: "api" }, "NATS_USER is set but NATS_PASSWORD is not"],
+    [{ ...URL, NATS_PASSWORD: "x" }, "NATS_PASSWORD is set but NATS_USER is not"],
+    [{ ...URL, NATS_USER: "a", NATS_PASSWORD: "b", NATS_TOKEN: "t" }, "not NATS_USER and NATS_TOKEN"],
+    [{ ...URL, NATS_NKEY_SEED: "SUXXXX" }, "NATS_NKEY_SEED must be a user nkey seed"],
+    [{ ...URL, NATS_CREDS: "/nonexistent/x.creds" }, "NATS_CREDS names a file that does not exist"],
+    [{ NATS_TOKEN: "t" }, "NATS_TOKEN is set but NATS_URL is not"],
+  ])("%o is refused with one line", (env, message) => {
+    expect(configError(env as Record<string, string>).message).toContain(message);
+  });
+
+  test("a secret never appears in the error", () => {
+    expect(configError({ ...URL, NATS_PASSWORD: "hunter2-secret" }).message).not.toContain("hunter2");
+  });
+});
+
+describe("token policy variables and refused secrets (issue 13)", () => {
+  test("AUTH_MAX_TTL is a duration (default 24h) from 1m to 720h", () => {
+    expect(loadConfig({}).authMaxTtlMs).toBe(86_400_000);
+    expect(loadConfig({ AUTH_MAX_TTL: "1h" }).authMaxTtlMs).toBe(3_600_000);
+    for (const raw of ["1000000h", "721h", "59s", "1d", "soon"]) {
+      expect(configError({ AUTH_MAX_TTL: raw }).message).toContain("AUTH_MAX_TTL");
+    }
+  });
+
+  test("AUTH_ISSUER and AUTH_AUDIENCE are read as given", () => {
+    const config = loadConfig({ AUTH_ISSUER: "https://issuer.example", AUTH_AUDIENCE: "sequencer-api" });
+    expect([config.authIssuer, config.authAudience]).toEqual(["https://issuer.example", "sequencer-api"]);
+  });
+
+  test("AUTH_JWKS: an existing file or an https URL (http only on loopback); anything else is refused", () => {
+    const file = join(mkdtempSync(join(tmpdir(), "jwks-")), "keys.json");
+    writeFileSync(file, '{"keys":[]}');
+    expect(loadConfig({ AUTH_JWKS: file }).authJwks).toBe(file);
+    expect(loadConfig({ AUTH_JWKS: "https://issuer.example/jwks.json" }).authJwks).toBe(
+      "https://issuer.example/jwks.json",
+    );
+    expect(loadConfig({ AUTH_JWKS: "http://127.0.0.1:8080/jwks" }).authJwks).toBe(
+      "http://127.0.0.1:8080/jwks",
+    );
+    for (const raw of ["/nonexistent/jwks.json", "http://issuer.example/jwks", "ftp://issuer.example/jwks"]) {
+      expect(configError({ AUTH_JWKS: raw }).message).toContain("AUTH_JWKS");
+    }
+  });
+
+  test("the documented example secrets and anything under 32 bytes are refused, naming AUTH_SECRET only", () => {
+    expect(EXAMPLE_AUTH_SECRETS).toContain("change-me-change-me-change-me-change-me");
+    for (const secret of [...EXAMPLE_AUTH_SECRETS, "x".repeat(31), "hunter2"]) {
+      const message = configError({ AUTH_SECRET: secret }).message;
+      expect(message).toStartWith("AUTH_SECRET");
+      expect(message).not.toContain(secret);
+    }
+    expect(loadConfig({ AUTH_SECRET: "é".repeat(16) }).authSecret).toBe("é".repeat(16)); // 32 bytes
+  });
+
+  test("the secrets the tests use are still accepted", () => {
+    const used = [
+      "x".repeat(32),
+      "x".repeat(40),
+      "worker-lease-test-secret-0123456789abcdef",
+      "websocket-test-secret-0123456789-abcdef",
+      "credentials-test-secret-0123456789-abcdef",
+      "nats-permissions-test-secret-0123456789",
+      "fault-injection-secret-0123456789-abcdefghijklmnop",
+      "deno-e2e-secret-0123456789-0123456789",
+      "e2e-secret-0123456789-0123456789-0123456789",
+    ];
+    for (const secret of used) expect(loadConfig({ AUTH_SECRET: secret }).authSecret).toBe(secret);
+  });
+
+  describe("resolveAuthSecret with the embedded defaults", () => {
+    const dataDir = () => mkdtempSync(join(tmpdir(), "auth-secret-"));
+
+    test("an empty or short $DATA_DIR/auth-secret file is refused, naming AUTH_SECRET and the file", () => {
+      for (const content of ["", "\n", "x\n"]) {
+        const dir = dataDir();
+        writeFileSync(join(dir, "auth-secret"), content);
+        try {
+          resolveAuthSecret(loadConfig({ DATA_DIR: dir }));
+          throw new Error("expected a ConfigError");
+        } catch (error) {
+          expect(error).toBeInstanceOf(ConfigError);
+          expect((error as Error).message).toStartWith("AUTH_SECRET");
+          expect((error as Error).message).toContain(join(dir, "auth-secret"));
+        }
+      }
+    });
+
+    test("none is generated (or read) when AUTH_JWKS alone is configured; otherwise one is generated once", () => {
+      const jwks = join(dataDir(), "keys.json");
+      writeFileSync(jwks, '{"keys":[]}');
+      const dir = dataDir();
+      expect(resolveAuthSecret(loadConfig({ DATA_DIR: dir, AUTH_JWKS: jwks }))).toBeUndefined();
+      expect(existsSync(join(dir, "auth-secret"))).toBe(false);
+      const generated = resolveAuthSecret(loadConfig({ DATA_DIR: dir }));
+      expect(new TextEncoder().encode(generated).length).toBeGreaterThanOrEqual(32);
+      expect(resolveAuthSecret(loadConfig({ DATA_DIR: dir }))).toBe(generated);
+      // An old file is ignored once AUTH_JWKS is set: HS256 stays off.
+      expect(resolveAuthSecret(loadConfig({ DATA_DIR: dir, AUTH_JWKS: jwks }))).toBeUndefined();
+    });
+
+    test("with NATS_URL or DATABASE_URL, AUTH_SECRET or AUTH_JWKS must be given", () => {
+      const config = loadConfig({ DATA_DIR: dataDir(), DATABASE_URL: "postgres://db/seq" });
+      expect(() => resolveAuthSecret(config)).toThrow("AUTH_SECRET");
+    });
   });
 });

@@ -5,8 +5,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
+import { errorMapping } from "../../src/adapters/http/errors.ts";
 import type { IntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
-import { ConflictError, InvalidInputError, UnavailableError } from "../../src/app/errors.ts";
+import {
+  ConflictError,
+  type IdempotencyRecordProblem,
+  IdempotencyRecordRejected,
+  InvalidInputError,
+  UnavailableError,
+} from "../../src/app/errors.ts";
 import {
   type Answer,
   type Attempt,
@@ -14,8 +21,9 @@ import {
   type IdempotencyStore,
   runIdempotent,
 } from "../../src/app/idempotency.ts";
-import { IntakeService } from "../../src/app/intake.ts";
+import { canonicalRequest, IntakeService } from "../../src/app/intake.ts";
 import {
+  type CreateOrder,
   type Deposit,
   decodeIntakeEvent,
   encodeIntakeEvent,
@@ -89,6 +97,8 @@ function depositAttempt(options: { failPublishes?: number } = {}) {
       published.push(encodeIntakeEvent(event));
     },
     answer: (event) => ({ referenceId: event.referenceId.toString() }),
+    requestOf: (event) => canonicalRequest(event, []),
+    scope: { userId: "9", key: "key", eventKey: "9:key" },
   };
   return { attempt, built, published };
 }
@@ -257,6 +267,29 @@ describe("runIdempotent", () => {
     expect(published).toEqual([]);
   });
 
+  test("a record whose request matches but whose event is another request → IdempotencyRecordRejected, nothing published", async () => {
+    const store = new MemoryStore();
+    const { attempt } = depositAttempt();
+    const planted = { ...attempt.build(), userId: 666n } as Intake;
+    const record = { request: REQUEST, event: encodeIntakeEvent(planted), answer: null };
+    await store.create(KEY, record);
+    for (const answer of [null, { referenceId: planted.referenceId.toString() }]) {
+      await store.put(KEY, { ...record, answer });
+      const retry = depositAttempt();
+      const error = await runIdempotent(store, KEY, REQUEST, retry.attempt).catch((e) => e);
+      expect(error).toBeInstanceOf(IdempotencyRecordRejected);
+      expect(error).toMatchObject({
+        userId: "9",
+        key: "key",
+        problem: "event-differs-from-request",
+        eventType: "DEPOSIT",
+      });
+      expect(retry.built).toEqual([]);
+      expect(retry.published).toEqual([]);
+      expect(store.records.get(KEY)).toEqual({ ...record, answer });
+    }
+  });
+
   test("property: N concurrent calls with one key converge on one event and one answer", async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -312,8 +345,8 @@ function service() {
   return { store, publisher, intake };
 }
 
-const ADMIN = { userId: 1n, admin: true };
-const USER = { userId: 2n, admin: false };
+const ADMIN = { userId: 1n, admin: true, reader: false };
+const USER = { userId: 2n, admin: false, reader: false };
 
 describe("IntakeService with an Idempotency-Key", () => {
   test("the record is stored under <userId>.<key> with the canonical request and the scoped key on the event", async () => {
@@ -352,7 +385,7 @@ describe("IntakeService with an Idempotency-Key", () => {
   test("the same key from another user is independent; another route under one key is a conflict", async () => {
     const { publisher, intake } = service();
     const a = await intake.cancelOrder(USER, "77", "shared");
-    const b = await intake.cancelOrder({ userId: 3n, admin: false }, "77", "shared");
+    const b = await intake.cancelOrder({ userId: 3n, admin: false, reader: false }, "77", "shared");
     expect(b.referenceId).not.toBe(a.referenceId);
     expect(publisher.events).toHaveLength(2);
     await expect(
@@ -400,5 +433,292 @@ describe("IntakeService with an Idempotency-Key", () => {
     expect(a.referenceId).not.toBe(b.referenceId);
     expect(store.records.size).toBe(0);
     expect(publisher.events.map((e) => e.idempotencyKey)).toEqual([undefined, undefined]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Issue 12: a planted or corrupted record under a user's key is refused, never published or answered from
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("IntakeService: a stored record is used only when its event is this request (issue 12)", () => {
+  const VICTIM = { userId: 42n, admin: false, reader: false };
+  const POISON_KEY = "kv-poison";
+  const STORE_KEY = "42.kv-poison";
+  const BUY = { direction: "BUY", price: "10.5", quantity: "2" };
+  /** What the record of a genuine first attempt of the BUY holds as its request (an attacker can compute it). */
+  const BUY_REQUEST = '{"type":"CREATE_ORDER","userId":"42","direction":"BUY","price":"10.5","quantity":"2"}';
+
+  /** The event a genuine first attempt of the BUY under kv-poison would have stored. */
+  function genuineBuy(): Intake<CreateOrder> {
+    return {
+      type: "CREATE_ORDER",
+      userId: 42n,
+      orderId: 7_000_001n,
+      direction: "BUY",
+      price: "10.5",
+      quantity: "2",
+      referenceId: 7_000_002n,
+      createdAt: "2026-01-01T00:00:00.000Z",
+      idempotencyKey: "42:kv-poison",
+    };
+  }
+  const genuineAnswer = { referenceId: "7000002", orderId: "7000001" };
+
+  const deposit666: Intake<Deposit> = {
+    type: "DEPOSIT",
+    userId: 666n,
+    assetId: 1n,
+    amount: "1000000",
+    referenceId: 7_000_003n,
+    createdAt: "2026-01-01T00:00:00.000Z",
+    idempotencyKey: "42:kv-poison",
+  };
+
+  type Poison = {
+    name: string;
+    event: unknown;
+    /** Answers to try the record with; the old code returned any stored answer unchecked. */
+    answers: unknown[];
+    problem: IdempotencyRecordProblem;
+    eventType?: string;
+  };
+  const encoded = (event: Intake) => encodeIntakeEvent(event);
+  const poisons: Poison[] = [
+    {
+      name: "poisoned event type: a DEPOSIT to user 666 under the BUY's request (the reported attack)",
+      event: encoded(deposit666),
+      answers: [null, { referenceId: "7000003" }, genuineAnswer],
+      problem: "event-differs-from-request",
+      eventType: "DEPOSIT",
+    },
+    {
+      name: "poisoned user: the same BUY for user 666",
+      event: encoded({ ...genuineBuy(), userId: 666n }),
+      answers: [null, genuineAnswer],
+      problem: "event-differs-from-request",
+      eventType: "CREATE_ORDER",
+    },
+    ...(
+      [
+        ["price", "0.01"],
+        ["quantity", "2000"],
+        ["direction", "SELL"],
+      ] as const
+    ).map(
+      ([field, value]): Poison => ({
+        name: `poisoned field: ${field} ${value}`,
+        event: encoded({ ...genuineBuy(), [field]: value } as Intake),
+        answers: [null, genuineAnswer],
+        problem: "event-differs-from-request",
+        eventType: "CREATE_ORDER",
+      }),
+    ),
+    {
+      name: "poisoned type with the same user: a CANCEL_ORDER of user 42",
+      event: encoded({
+        type: "CANCEL_ORDER",
+        userId: 42n,
+        orderId: 5n,
+        referenceId: 7_000_004n,
+        createdAt: "2026-01-01T00:00:00.000Z",
+        idempotencyKey: "42:kv-poison",
+      }),
+      answers: [null, { referenceId: "7000004", orderId: "5" }],
+      problem: "event-differs-from-request",
+      eventType: "CANCEL_ORDER",
+    },
+    {
+      name: "wrong idempotencyKey: another user's scoped key",
+      event: encoded({ ...genuineBuy(), idempotencyKey: "666:kv-poison" }),
+      answers: [null, genuineAnswer],
+      problem: "event-key-differs",
+      eventType: "CREATE_ORDER",
+    },
+    {
+      name: "wrong idempotencyKey: another key of the same user",
+      event: encoded({ ...genuineBuy(), idempotencyKey: "42:other" }),
+      answers: [null, genuineAnswer],
+      problem: "event-key-differs",
+      eventType: "CREATE_ORDER",
+    },
+    {
+      name: "wrong idempotencyKey: none at all",
+      event: encoded({ ...genuineBuy(), idempotencyKey: undefined }),
+      answers: [null, genuineAnswer],
+      problem: "event-key-differs",
+      eventType: "CREATE_ORDER",
+    },
+    {
+      name: "mismatched answer: the genuine event with another referenceId / orderId / shape",
+      event: encoded(genuineBuy()),
+      answers: [
+        { referenceId: "1", orderId: "7000001" },
+        { referenceId: "7000002", orderId: "1" },
+        { referenceId: "7000002" },
+        { ...genuineAnswer, userId: "666" },
+        { referenceId: 7000002, orderId: 7000001 },
+        "7000002",
+        ["7000002", "7000001"],
+        true,
+        0,
+      ],
+      problem: "answer-differs-from-event",
+      eventType: "CREATE_ORDER",
+    },
+    ...[
+      "",
+      "not json",
+      "{}",
+      '{"type":"DEPOSIT"}',
+      "null",
+      JSON.stringify({ ...JSON.parse(encoded(genuineBuy())), extra: "1" }),
+    ].map(
+      (text): Poison => ({
+        name: `undecodable event ${JSON.stringify(text.slice(0, 30))}`,
+        event: text,
+        answers: [null, genuineAnswer],
+        problem: "undecodable-event",
+      }),
+    ),
+    ...[42, null, undefined, { ...genuineAnswer }].map(
+      (value): Poison => ({
+        name: `undecodable event: not a string (${JSON.stringify(value)})`,
+        event: value,
+        answers: [null, genuineAnswer],
+        problem: "undecodable-event",
+      }),
+    ),
+  ];
+
+  for (const poison of poisons) {
+    test(`${poison.name} → refused with IdempotencyRecordRejected, nothing published, record untouched`, async () => {
+      for (const answer of poison.answers) {
+        const { store, publisher, intake } = service();
+        const record = { request: BUY_REQUEST, event: poison.event, answer } as unknown as IdempotencyRecord;
+        await store.create(STORE_KEY, record);
+        const before = structuredClone(store.records.get(STORE_KEY));
+
+        const error = await intake.createOrder(VICTIM, BUY, POISON_KEY).catch((e) => e);
+        expect({ answer, error }).toEqual({ answer, error: expect.any(IdempotencyRecordRejected) });
+        expect(error).toMatchObject({
+          userId: "42",
+          key: POISON_KEY,
+          problem: poison.problem,
+          eventType: poison.eventType,
+        });
+        expect((error as Error).message).toMatch(/new Idempotency-Key/);
+        expect(publisher.events).toEqual([]);
+        expect(store.records.get(STORE_KEY)).toEqual(before);
+
+        // The same key stays refused; a new key works for the same user and request.
+        await expect(intake.createOrder(VICTIM, BUY, POISON_KEY)).rejects.toBeInstanceOf(
+          IdempotencyRecordRejected,
+        );
+        expect(publisher.events).toEqual([]);
+        const fresh = await intake.createOrder(VICTIM, BUY, "fresh-key");
+        expect(publisher.events).toHaveLength(1);
+        expect(publisher.events[0]).toMatchObject({ type: "CREATE_ORDER", userId: 42n, direction: "BUY" });
+        expect(fresh.referenceId).toBe(publisher.events[0]?.referenceId.toString() ?? "missing");
+      }
+    });
+  }
+
+  test("a poisoned record whose request differs from the request stays a plain conflict (nothing published)", async () => {
+    const { store, publisher, intake } = service();
+    await store.create(STORE_KEY, {
+      request: '{"type":"DEPOSIT","userId":"666","assetId":"1","amount":"1000000"}',
+      event: encodeIntakeEvent(deposit666),
+      answer: null,
+    });
+    await expect(intake.createOrder(VICTIM, BUY, POISON_KEY)).rejects.toBeInstanceOf(ConflictError);
+    expect(publisher.events).toEqual([]);
+  });
+
+  test("a genuine half-done record (no answer) still completes: the stored event is published as is", async () => {
+    const { store, publisher, intake } = service();
+    const event = genuineBuy();
+    await store.create(STORE_KEY, { request: BUY_REQUEST, event: encodeIntakeEvent(event), answer: null });
+    const answer = await intake.createOrder(VICTIM, BUY, POISON_KEY);
+    expect(answer).toEqual(genuineAnswer);
+    expect(publisher.events.map((e) => encodeIntakeEvent(e))).toEqual([encodeIntakeEvent(event)]);
+    expect(store.records.get(STORE_KEY)?.answer).toEqual(genuineAnswer);
+    // Answered from the store from then on.
+    expect(await intake.createOrder(VICTIM, BUY, POISON_KEY)).toEqual(genuineAnswer);
+    expect(publisher.events).toHaveLength(1);
+  });
+
+  test("a genuine answered record is answered from the store, nothing published", async () => {
+    const { store, publisher, intake } = service();
+    await store.create(STORE_KEY, {
+      request: BUY_REQUEST,
+      event: encodeIntakeEvent(genuineBuy()),
+      answer: genuineAnswer,
+    });
+    expect(await intake.createOrder(VICTIM, BUY, POISON_KEY)).toEqual(genuineAnswer);
+    expect(publisher.events).toEqual([]);
+  });
+
+  test("records the service writes itself pass the check, for every event type (first attempt, replay, retry after a failed publish)", async () => {
+    const { publisher, intake } = service();
+    const admin = { userId: 42n, admin: true, reader: false };
+    const calls: [string, () => Promise<Answer>][] = [
+      [
+        "create",
+        () => intake.createOrder(admin, { direction: "SELL", price: "1.50", quantity: "0.10" }, "c"),
+      ],
+      ["cancel", () => intake.cancelOrder(admin, "99", "x")],
+      ["deposit", () => intake.deposit(admin, { userId: "5", assetId: "6", amount: "1.50" }, "d")],
+      [
+        "transfer",
+        () => intake.transfer(admin, { fromUserId: "5", toUserId: "6", assetId: "1", amount: "3.0" }, "t"),
+      ],
+    ];
+    for (const [name, call] of calls) {
+      publisher.failNext = 1;
+      await expect(call()).rejects.toBeInstanceOf(UnavailableError);
+      const first = await call(); // completes the half-done record
+      expect({ name, again: await call() }).toEqual({ name, again: first });
+    }
+    expect(publisher.events).toHaveLength(4);
+  });
+});
+
+describe("HTTP mapping of IdempotencyRecordRejected", () => {
+  test("409 IDEMPOTENCY_KEY_UNUSABLE naming the header; one security warning with the user, the key and the event type only", async () => {
+    const { Elysia } = await import("elysia");
+    const lines: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
+    const log = {
+      info: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: "info", msg, fields }),
+      warn: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: "warn", msg, fields }),
+      error: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: "error", msg, fields }),
+      child: () => log,
+    };
+    const app = new Elysia().use(errorMapping(log)).get("/x", () => {
+      throw new IdempotencyRecordRejected("42", "kv-poison", "event-differs-from-request", "DEPOSIT");
+    });
+    const res = await app.handle(new Request("http://localhost/x"));
+    expect(res.status).toBe(409);
+    expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+    expect(await res.json()).toEqual({
+      error: {
+        code: "IDEMPOTENCY_KEY_UNUSABLE",
+        message:
+          "the record stored for this Idempotency-Key cannot be used; retry with a new Idempotency-Key",
+        field: "Idempotency-Key",
+      },
+    });
+    expect(lines).toEqual([
+      {
+        level: "warn",
+        msg: "idempotency record rejected",
+        fields: {
+          security: true,
+          userId: "42",
+          idempotencyKey: "kv-poison",
+          problem: "event-differs-from-request",
+          eventType: "DEPOSIT",
+        },
+      },
+    ]);
   });
 });

@@ -2,12 +2,24 @@
  * The sequencer's pipeline with in-memory fakes: the next batch is filtered, numbered and its append sent while
  * the current one commits (its read cannot see the batch being committed), and a failed commit makes every batch
  * in hand start again from scratch. The store enforces unique referenceIds like the database, so a missed duplicate would throw.
+ * The store also checks the digest chain like the append statement, and TRADING differing from the log stops the
+ * sequencer for good.
  */
 import { describe, expect, test } from "bun:test";
-import type { EventStore, RejectedMessage, StoredEvent } from "../../src/adapters/db/event-store.ts";
+import type {
+  EventKey,
+  EventStore,
+  RejectedMessage,
+  StoredEvent,
+} from "../../src/adapters/db/event-store.ts";
 import type { IntakeMessage, IntakeSource } from "../../src/adapters/nats/intake-consumer.ts";
-import type { TradingLog, TradingRecord } from "../../src/adapters/nats/trading-publisher.ts";
-import { Sequencer } from "../../src/app/sequencer.ts";
+import {
+  type TradingLog,
+  TradingMismatchError,
+  type TradingRecord,
+} from "../../src/adapters/nats/trading-publisher.ts";
+import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
+import { Sequencer, type SequencerObserver } from "../../src/app/sequencer.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
 import { EMPTY_HEAD, type Head } from "../../src/domain/sequencing.ts";
 import { createLogger } from "../../src/logger.ts";
@@ -66,7 +78,9 @@ class SlowStore implements EventStore {
   failFind: number | null = null;
   async head(): Promise<Head> {
     const last = this.rows[this.rows.length - 1];
-    return last ? { sequenceId: last.event.sequenceId, sequencedAt: last.event.sequencedAt } : EMPTY_HEAD;
+    return last
+      ? { sequenceId: last.event.sequenceId, sequencedAt: last.event.sequencedAt, digest: last.digest }
+      : EMPTY_HEAD;
   }
   async findStored(referenceIds: readonly bigint[], keys: readonly string[]) {
     if (++this.finds === this.failFind) throw new Error("filter read failed");
@@ -77,7 +91,11 @@ class SlowStore implements EventStore {
       idempotencyKeys: new Set(keys.filter((key) => storedKeys.has(key))),
     };
   }
-  async append(batch: readonly StoredEvent[], _rejected: readonly RejectedMessage[]): Promise<void> {
+  async append(
+    batch: readonly StoredEvent[],
+    _rejected: readonly RejectedMessage[],
+    chainedFrom: string,
+  ): Promise<void> {
     const attempt = ++this.appends;
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -93,6 +111,9 @@ class SlowStore implements EventStore {
       this.refusedNotContinuing++;
       throw new Error(`batch from ${first} does not continue the log at ${this.rows.length}`);
     }
+    if (first !== undefined && chainedFrom !== (this.rows[this.rows.length - 1]?.digest ?? ZERO_DIGEST)) {
+      throw new Error(`batch from ${first} is not chained from the stored digest`);
+    }
     const refs = new Set(this.rows.map((row) => row.event.referenceId));
     for (const row of batch) {
       if (refs.has(row.event.referenceId)) throw new Error(`unique violation: ${row.event.referenceId}`);
@@ -106,11 +127,16 @@ class SlowStore implements EventStore {
     return this.rows
       .filter((row) => row.event.sequenceId > after)
       .slice(0, limit)
-      .map(({ event, payload }) => ({ sequenceId: event.sequenceId, type: event.type, payload }));
+      .map(record);
   }
-  async find() {
-    return null;
+  async find(by: EventKey) {
+    const row = "sequenceId" in by ? this.rows[Number(by.sequenceId) - 1] : undefined;
+    return row ? record(row) : null;
   }
+}
+
+function record({ event, payload, digest }: StoredEvent): TradingRecord {
+  return { sequenceId: event.sequenceId, type: event.type, payload, digest };
 }
 
 class MemoryTrading implements TradingLog {
@@ -127,6 +153,12 @@ class MemoryTrading implements TradingLog {
       this.records.push(record);
     }
   }
+  async verify(expected: TradingRecord): Promise<void> {
+    const stored = this.records[Number(expected.sequenceId) - 1];
+    if (stored?.payload !== expected.payload || stored.digest !== expected.digest) {
+      throw new TradingMismatchError(expected.sequenceId, "not the log's event");
+    }
+  }
 }
 
 async function runUntil(sequencer: Sequencer, done: () => boolean): Promise<void> {
@@ -138,14 +170,28 @@ async function runUntil(sequencer: Sequencer, done: () => boolean): Promise<void
   await running;
 }
 
-function sequencerOver(source: IntakeSource, store: EventStore, trading: TradingLog): Sequencer {
+function sequencerOver(
+  source: IntakeSource,
+  store: EventStore,
+  trading: TradingLog,
+  observer?: SequencerObserver,
+): Sequencer {
   return new Sequencer(
     source,
     store,
     trading,
     { batchSize: 10, fetchWaitMs: 10, catchUpPageSize: 100, keepAliveMs: 1_000 },
     createLogger({ test: true }, "silent"),
+    undefined,
+    undefined,
+    observer,
   );
+}
+
+/** Records what the sequencer reports about TRADING mismatches. */
+function mismatchObserver(): SequencerObserver & { reported: (bigint | null)[] } {
+  const reported: (bigint | null)[] = [];
+  return { reported, batch() {}, catchUp() {}, tradingMismatch: (sequenceId) => reported.push(sequenceId) };
 }
 
 describe("sequencer pipeline", () => {
@@ -159,6 +205,14 @@ describe("sequencer pipeline", () => {
     expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     expect(store.appends).toBe(4);
     expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    // Each event's digest is chained from the one before, across batches (numbered in memory), and TRADING
+    // carries the same digests.
+    const digests = chainDigests(
+      ZERO_DIGEST,
+      store.rows.map((row) => row.payload),
+    );
+    expect(store.rows.map((row) => row.digest)).toEqual(digests);
+    expect(trading.records.map((r) => r.digest)).toEqual(digests);
   });
 
   test("the next batch's append is sent before the previous one has committed", async () => {
@@ -214,5 +268,51 @@ describe("sequencer pipeline", () => {
     expect(store.rows.map((row) => row.event.referenceId)).toEqual([1n, 2n, 3n, 4n]);
     expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n]);
     expect(source.acked.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  test("TRADING ahead of the log: the sequencer stops, says where, takes no work, and waits for shutdown", async () => {
+    const source = new ScriptedSource([[1n, 2n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    trading.records.push({ sequenceId: 1n, type: "DEPOSIT", payload: "{}", digest: ZERO_DIGEST }); // by hand
+    const observer = mismatchObserver();
+    const sequencer = sequencerOver(source, store, trading, observer);
+    const abort = new AbortController();
+    let returned = false;
+    const running = sequencer.run(abort.signal).then(() => {
+      returned = true;
+    });
+    await Bun.sleep(100);
+    expect(returned).toBe(false); // stopped, but still up (holding its lease) until shutdown
+    expect(store.appends).toBe(0);
+    expect(source.acked).toEqual([]);
+    expect(sequencer.status().tradingInSync).toBe(false);
+    expect(sequencer.status().lastError).toContain("sequenceId 1");
+    expect(sequencer.status().lastError).toContain("sequencing stopped");
+    expect(observer.reported).toEqual([1n]);
+    abort.abort();
+    await running;
+  });
+
+  test("a TradingMismatchError from a batch's publish mid-pipeline stops the sequencer: no retry, no more batches", async () => {
+    const source = new ScriptedSource([[1n, 2n], [3n], [4n], [5n], [6n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    const append = trading.append.bind(trading);
+    let publishes = 0;
+    trading.append = async (records) => {
+      if (++publishes === 2) throw new TradingMismatchError(3n, "stored message is not ours");
+      return append(records);
+    };
+    const observer = mismatchObserver();
+    const sequencer = sequencerOver(source, store, trading, observer);
+    await runUntil(sequencer, () => sequencer.status().lastError !== null);
+    await Bun.sleep(50);
+    expect(publishes).toBe(2); // never retried
+    expect(trading.records.map((r) => r.sequenceId)).toEqual([1n, 2n]);
+    expect(source.acked).toEqual([1, 2]); // batch 1 only
+    expect(sequencer.status()).toMatchObject({ tradingInSync: false });
+    expect(sequencer.status().lastError).toContain("at sequenceId 3: stored message is not ours");
+    expect(observer.reported).toEqual([null, 3n]); // in sync at start, then the mismatch
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import type { CreateOrder, Intake, Sequenced } from "../../src/domain/events.ts";
-import { EMPTY_HEAD, type Head, sequenceBatch } from "../../src/domain/sequencing.ts";
+import { EMPTY_HEAD, type Position, sequenceBatch } from "../../src/domain/sequencing.ts";
 import { isoArb } from "../support/arbitraries.ts";
 
 const MAX_INT64 = (1n << 63n) - 1n;
@@ -23,7 +23,7 @@ const eventArb = (ref: fc.Arbitrary<bigint> = refArb): fc.Arbitrary<Intake<Creat
 
 const batchArb = fc.array(eventArb(), { maxLength: 60 });
 const storedArb = fc.uniqueArray(refArb, { maxLength: 20 }).map((refs) => new Set(refs));
-const headArb: fc.Arbitrary<Head> = fc.oneof(
+const headArb: fc.Arbitrary<Position> = fc.oneof(
   fc.constant(EMPTY_HEAD),
   fc.record({
     sequenceId: fc.oneof(fc.bigInt({ min: 0n, max: 1000n }), fc.bigInt({ min: 0n, max: MAX_INT64 - 100n })),
@@ -73,7 +73,7 @@ describe("sequenceBatch examples", () => {
   });
 
   test("continues after an existing head", () => {
-    const head: Head = { sequenceId: 41n, sequencedAt: "2026-01-15T12:00:00.000Z" };
+    const head: Position = { sequenceId: 41n, sequencedAt: "2026-01-15T12:00:00.000Z" };
     const result = sequenceBatch(head, [event(1n), event(2n)], none, NOW);
     expect(result.sequenced.map((e) => e.sequenceId)).toEqual([42n, 43n]);
     expect(result.sequenced.map((e) => e.previousId)).toEqual([41n, 42n]);
@@ -113,7 +113,7 @@ describe("sequenceBatch examples", () => {
   });
 
   test("all-duplicate batch is a no-op: same head, no events, every index reported", () => {
-    const head: Head = { sequenceId: 9n, sequencedAt: "2026-01-15T11:00:00.000Z" };
+    const head: Position = { sequenceId: 9n, sequencedAt: "2026-01-15T11:00:00.000Z" };
     const stored = new Set([1n, 2n]);
     const result = sequenceBatch(head, [event(1n), event(2n), event(1n)], (id) => stored.has(id), NOW);
     expect(result.sequenced).toEqual([]);
@@ -129,14 +129,14 @@ describe("sequenceBatch examples", () => {
   });
 
   test("sequencedAt does not go backwards when now is earlier than the head", () => {
-    const head: Head = { sequenceId: 5n, sequencedAt: "2026-01-15T12:00:10.000Z" };
+    const head: Position = { sequenceId: 5n, sequencedAt: "2026-01-15T12:00:10.000Z" };
     const result = sequenceBatch(head, [event(1n), event(2n)], none, "2026-01-15T11:59:00.000Z");
     for (const e of result.sequenced) expect(e.sequencedAt).toBe("2026-01-15T12:00:10.000Z");
     expect(result.head).toEqual({ sequenceId: 7n, sequencedAt: "2026-01-15T12:00:10.000Z" });
   });
 
   test("sequencedAt moves forward with now when now is later than the head", () => {
-    const head: Head = { sequenceId: 5n, sequencedAt: "2026-01-15T12:00:00.000Z" };
+    const head: Position = { sequenceId: 5n, sequencedAt: "2026-01-15T12:00:00.000Z" };
     const result = sequenceBatch(head, [event(1n)], none, NOW);
     expect(result.sequenced[0]?.sequencedAt).toBe(NOW);
     expect(result.head.sequencedAt).toBe(NOW);
@@ -277,7 +277,7 @@ describe("sequenceBatch properties", () => {
   test("folding batches gives a gap-free 1..N over all distinct references, with monotonic sequencedAt", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(batchArb, isoArb), { maxLength: 12 }), (steps) => {
-        let head: Head = EMPTY_HEAD;
+        let head: Position = EMPTY_HEAD;
         const stored = new Set<bigint>();
         const all: Sequenced<CreateOrder>[] = [];
         for (const [batch, now] of steps) {
@@ -312,7 +312,7 @@ describe("sequenceBatch properties", () => {
         fc.nat(),
         isoArb,
         (steps, pick, now) => {
-          let head: Head = EMPTY_HEAD;
+          let head: Position = EMPTY_HEAD;
           const stored = new Set<bigint>();
           for (const [batch, at] of steps) {
             const result = sequenceBatch(head, batch, (id) => stored.has(id), at);
@@ -332,7 +332,7 @@ describe("sequenceBatch properties", () => {
   test("splitting a batch in two gives the same sequence as applying it whole", () => {
     fc.assert(
       fc.property(headArb, batchArb, storedArb, fc.nat(), isoArb, (head0, batch, stored0, cut, now) => {
-        const head: Head = { sequenceId: head0.sequenceId, sequencedAt: null };
+        const head: Position = { sequenceId: head0.sequenceId, sequencedAt: null };
         const whole = sequenceBatch(head, batch, (id) => stored0.has(id), now);
         const at = batch.length === 0 ? 0 : cut % (batch.length + 1);
         const stored = new Set(stored0);

@@ -9,13 +9,23 @@ import { EMPTY_HEAD } from "../../domain/sequencing.ts";
 import { type Db, executePrepared, rowsOf } from "./client.ts";
 import { events } from "./schema.ts";
 
-export type StoredEvent = { event: SequencedEvent; payload: string };
+/** An event to store: the event, its exact TRADING body, and its chain digest (64 hex characters). */
+export type StoredEvent = { event: SequencedEvent; payload: string; digest: string };
 export type RejectedMessage = { streamSeq: bigint; subject: string; reason: string; data: string };
-/** A stored event as it goes out again: the exact payload bytes, and the type that picks the TRADING subject. */
-export type EventRecord = { sequenceId: bigint; type: string; payload: string };
+/**
+ * A stored event as it goes out again: the exact payload bytes, the type that picks the TRADING subject, and its
+ * chain digest (hex).
+ */
+export type EventRecord = { sequenceId: bigint; type: string; payload: string; digest: string };
 
 /** The three ways to name one event: its number, its referenceId, or the idempotency key it was sent with. */
 export type EventKey = { sequenceId: bigint } | { referenceId: bigint } | { idempotencyKey: string };
+
+/** A user's view of the log (GET /me/events). */
+export interface UserEventReader {
+  /** Events with sequenceId > after that concern one user (theirs, and transfers to them), in order, at most `limit`. */
+  readConcerning(userId: bigint, after: bigint, limit: number): Promise<EventRecord[]>;
+}
 
 export interface EventStore {
   head(): Promise<Head>;
@@ -24,8 +34,16 @@ export interface EventStore {
     referenceIds: readonly bigint[],
     idempotencyKeys: readonly string[],
   ): Promise<{ references: Set<bigint>; idempotencyKeys: Set<string> }>;
-  /** Stores a sequenced batch and the rejected messages that came with it, all or nothing. */
-  append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void>;
+  /**
+   * Stores a sequenced batch and the rejected messages that came with it, all or nothing. `chainedFrom` is the
+   * digest the batch's first event was chained from (the zero digest for sequenceId 1): the row before the batch
+   * must carry it, or nothing is written (LogContinuityError). Unused when the batch has no events.
+   */
+  append(
+    batch: readonly StoredEvent[],
+    rejected: readonly RejectedMessage[],
+    chainedFrom: string,
+  ): Promise<void>;
   /** Events with sequenceId > after, in order, at most `limit`. */
   readAfter(after: bigint, limit: number): Promise<EventRecord[]>;
   /** One event by its sequenceId or by its referenceId. */
@@ -47,7 +65,7 @@ function toIso(timestamp: string): string {
 function insertBatch(batch: readonly StoredEvent[]) {
   const rows = new Array<EventRow>(batch.length);
   for (let i = 0; i < batch.length; i++) {
-    const { event, payload } = batch[i] as StoredEvent;
+    const { event, payload, digest } = batch[i] as StoredEvent;
     rows[i] = {
       s: event.sequenceId.toString(),
       r: event.referenceId.toString(),
@@ -56,21 +74,38 @@ function insertBatch(batch: readonly StoredEvent[]) {
       k: event.idempotencyKey ?? null,
       p: payload,
       c: event.createdAt,
+      d: digest,
+      o: event.type === "TRANSFER" ? event.toUserId.toString() : null,
     };
   }
   const sequencedAt = batch[0]?.event.sequencedAt;
   return sql`
     insert into events
-      (sequence_id, previous_id, reference_id, type, user_id, idempotency_key, payload, created_at, sequenced_at)
-    select s, s - 1, r, t, u, k, p, c, ${sequencedAt}::timestamptz
+      (sequence_id, previous_id, reference_id, type, user_id, idempotency_key, payload, created_at, sequenced_at,
+       digest, counterparty_id)
+    select s, s - 1, r, t, u, k, p, c, ${sequencedAt}::timestamptz, decode(d, 'hex'), o
     from json_to_recordset(${sql.param(JSON.stringify(rows))}::json)
-      as x(s bigint, r bigint, t text, u bigint, k text, p text, c timestamptz)
+      as x(s bigint, r bigint, t text, u bigint, k text, p text, c timestamptz, d text, o bigint)
     where (select ok from fence)
     returning 1`;
 }
 
-/** One events row as it travels in the insert's JSON parameter. */
-type EventRow = { s: string; r: string; t: string; u: string; k: string | null; p: string; c: string };
+/** One events row as it travels in the insert's JSON parameter (d: the digest as hex). */
+type EventRow = {
+  s: string;
+  r: string;
+  t: string;
+  u: string;
+  k: string | null;
+  p: string;
+  c: string;
+  d: string;
+  /** counterparty_id: a transfer's recipient, else null. */
+  o: string | null;
+};
+
+/** The digest column as the 64 hex characters the rest of the code uses (drivers differ on bytea). */
+const digestHex = sql<string>`encode(${events.digest}, 'hex')`;
 
 /** A bigint[] literal: decimal digits need no quoting or escaping, so this is the whole encoding. */
 function bigintArray(ids: readonly bigint[]): string {
@@ -98,13 +133,14 @@ export type WriteFence = { holds: SQL; refused(): Error };
 
 /**
  * An append whose first event does not follow the log's last one: the batch before it did not commit (the
- * sequencer sends appends ahead, pipelined). Nothing was written; the sequencer recovers and redoes the batch.
+ * sequencer sends appends ahead, pipelined), or the row before it does not carry the digest the batch was chained
+ * from. Nothing was written; the sequencer recovers and redoes the batch.
  */
 export class LogContinuityError extends Error {
   override readonly name = "LogContinuityError";
 }
 
-export class DrizzleEventStore implements EventStore {
+export class DrizzleEventStore implements EventStore, UserEventReader {
   /**
    * @param db every write (and head) goes through it: the writer's fenced session in the sequencer.
    * @param reader the duplicate filter's reads (default `db`): a pool, so that the next batch's filter can run
@@ -119,12 +155,14 @@ export class DrizzleEventStore implements EventStore {
 
   async head(): Promise<Head> {
     const rows = await this.db
-      .select({ sequenceId: events.sequenceId, sequencedAt: events.sequencedAt })
+      .select({ sequenceId: events.sequenceId, sequencedAt: events.sequencedAt, digest: digestHex })
       .from(events)
       .orderBy(desc(events.sequenceId))
       .limit(1);
     const row = rows[0];
-    return row ? { sequenceId: row.sequenceId, sequencedAt: toIso(row.sequencedAt) } : EMPTY_HEAD;
+    return row
+      ? { sequenceId: row.sequenceId, sequencedAt: toIso(row.sequencedAt), digest: row.digest }
+      : EMPTY_HEAD;
   }
 
   async findStored(
@@ -166,44 +204,101 @@ export class DrizzleEventStore implements EventStore {
    * the next batch's statement before this one's answer: if this one fails, the next one writes nothing. It also
    * covers postgres.js re-sending a prepared statement that PostgreSQL asked it to re-prepare: the retry goes out
    * behind statements already pipelined, and those are refused rather than stored out of order. Do not drop it.
+   * The same check compares that row's digest with the one the batch was chained from (`chainedFrom`), so a batch
+   * chained from anything but the stored log is refused too: `continues` is null when the row is missing, false
+   * when its digest differs.
    */
-  async append(batch: readonly StoredEvent[], rejected: readonly RejectedMessage[]): Promise<void> {
+  async append(
+    batch: readonly StoredEvent[],
+    rejected: readonly RejectedMessage[],
+    chainedFrom: string,
+  ): Promise<void> {
     if (batch.length === 0 && rejected.length === 0) return;
     const first = batch[0]?.event.sequenceId;
     const continues =
-      first === undefined || first === 1n
+      first === undefined
         ? sql`true`
-        : sql`exists(select 1 from events where sequence_id = ${(first - 1n).toString()}::bigint)`;
+        : first === 1n
+          ? chainedFrom === EMPTY_HEAD.digest
+            ? sql`true`
+            : sql`false`
+          : sql`(select digest = decode(${chainedFrom}::text, 'hex') from events
+                 where sequence_id = ${(first - 1n).toString()}::bigint)`;
     const parts = [
       sql`with checks as (select (${this.fence?.holds ?? sql`true`}) as held, (${continues}) as continues),
-        fence as (select held and continues as ok from checks)`,
+        fence as (select held and coalesce(continues, false) as ok from checks)`,
     ];
     if (batch.length > 0) parts.push(sql`, new_events as (${insertBatch(batch)})`);
     if (rejected.length > 0) parts.push(sql`, new_rejected as (${insertRejected(rejected)})`);
     parts.push(sql` select held, continues from checks`);
-    const [row] = rowsOf<{ held: boolean; continues: boolean }>(
+    const [row] = rowsOf<{ held: boolean; continues: boolean | null }>(
       await executePrepared(this.db, "append", sql.join(parts)),
     );
     if (row?.held !== true) throw this.fence?.refused() ?? new Error("append refused");
     if (row.continues !== true) {
+      const before = (first ?? 1n) - 1n;
       throw new LogContinuityError(
-        `event ${(first ?? 1n) - 1n} is not stored: batch from ${first} not appended`,
+        row.continues === false
+          ? `event ${before}'s digest is not the one the batch from ${first} was chained from: not appended`
+          : `event ${before} is not stored: batch from ${first} not appended`,
       );
     }
   }
 
   async readAfter(after: bigint, limit: number): Promise<EventRecord[]> {
     return this.db
-      .select({ sequenceId: events.sequenceId, type: events.type, payload: events.payload })
+      .select({
+        sequenceId: events.sequenceId,
+        type: events.type,
+        payload: events.payload,
+        digest: digestHex,
+      })
       .from(events)
       .where(gt(events.sequenceId, after))
       .orderBy(asc(events.sequenceId))
       .limit(limit);
   }
 
+  /**
+   * Two index ranges — (user_id, sequence_id) and (counterparty_id, sequence_id) — each cut at `limit` in order,
+   * then merged: the cost follows the page, not the log or the other users' rows. The second side leaves out the
+   * user's own rows (a transfer to oneself, which the API refuses anyway, would otherwise come twice).
+   */
+  async readConcerning(userId: bigint, after: bigint, limit: number): Promise<EventRecord[]> {
+    const user = userId.toString();
+    const from = after.toString();
+    const side = (column: SQL, also: SQL) => sql`(
+      select sequence_id, type, payload, digest from events
+      where ${column} = ${user}::bigint and sequence_id > ${from}::bigint${also}
+      order by sequence_id limit ${limit})`;
+    // The id goes out as text (no 64-bit value through a JS number) under another name: ORDER BY must see the
+    // bigint column, not the text one.
+    const rows = rowsOf<{ id: string; type: string; payload: string; digest: string }>(
+      await executePrepared(
+        this.db,
+        "read_concerning",
+        sql`select sequence_id::text as id, type, payload, encode(digest, 'hex') as digest
+          from (${side(sql`user_id`, sql``)} union all
+                ${side(sql`counterparty_id`, sql` and user_id <> ${user}::bigint`)}) as concerning
+          order by sequence_id limit ${limit}`,
+      ),
+    );
+    return rows.map((row) => ({
+      sequenceId: BigInt(row.id),
+      type: row.type,
+      payload: row.payload,
+      digest: row.digest,
+    }));
+  }
+
   async find(by: EventKey): Promise<EventRecord | null> {
     const rows = await this.db
-      .select({ sequenceId: events.sequenceId, type: events.type, payload: events.payload })
+      .select({
+        sequenceId: events.sequenceId,
+        type: events.type,
+        payload: events.payload,
+        digest: digestHex,
+      })
       .from(events)
       .where(
         "sequenceId" in by

@@ -1,11 +1,22 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, check, index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, bigserial, check, customType, index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+
+/**
+ * bytea (Drizzle 0.45 has no built-in column for it). The event store reads and writes the digest as hex in SQL
+ * (encode/decode), so this type only shapes the DDL and the rare direct select.
+ */
+const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({
+  dataType: () => "bytea",
+});
 
 /**
  * The sequenced log. The primary key and the unique previous_id make a second writer's insert fail instead of
  * forking the sequence; the unique reference_id is the second duplicate filter behind the sequencer's own.
  * The check makes every row name its predecessor, so the chain can only be read one way.
  * `payload` holds the exact JSON bytes published on TRADING, so a republish after a crash sends the same bytes.
+ * `digest` is the tamper-evident chain (src/app/log-digest.ts): SHA-256 of the previous row's digest and this
+ * row's payload, 32 bytes; the append checks that the row before a batch carries the digest the batch was
+ * chained from, and TRADING carries it in the `Sequencer-Digest` header and the msg id.
  */
 export const events = pgTable(
   "events",
@@ -20,10 +31,19 @@ export const events = pgTable(
     idempotencyKey: text("idempotency_key").unique(),
     createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
     sequencedAt: timestamp("sequenced_at", { withTimezone: true, mode: "string" }).notNull(),
+    digest: bytea("digest").notNull(),
+    /** A transfer's recipient (null otherwise). With user_id, whom an event concerns: GET /me/events. */
+    counterpartyId: bigint("counterparty_id", { mode: "bigint" }),
   },
   (table) => [
+    // GET /me/events: one index range per side, in sequence order, never a scan over other users' rows.
+    index("events_user_id_sequence_id_idx").on(table.userId, table.sequenceId),
+    index("events_counterparty_id_sequence_id_idx")
+      .on(table.counterpartyId, table.sequenceId)
+      .where(sql`${table.counterpartyId} is not null`),
     check("events_sequence_id_positive", sql`${table.sequenceId} > 0`),
     check("events_previous_id_is_predecessor", sql`${table.previousId} = ${table.sequenceId} - 1`),
+    check("events_digest_is_sha256", sql`octet_length(${table.digest}) = 32`),
   ],
 );
 

@@ -7,24 +7,51 @@ import { Elysia } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import type { IntakeService } from "../../app/intake.ts";
 import type { Logger } from "../../logger.ts";
-import type { EventStore } from "../db/event-store.ts";
+import type { EventStore, UserEventReader } from "../db/event-store.ts";
 import type { Metrics } from "../metrics.ts";
 import type { IntakeLookup } from "../nats/intake-lookup.ts";
+import { SecurityAudit } from "./audit.ts";
 import { errorMapping, errorResponse, HttpError } from "./errors.ts";
 import { eventsModule } from "./events.ts";
 import { fundsModule } from "./funds.ts";
-import { opsModule, type ReadinessCheck } from "./ops.ts";
+import { RequestGuard } from "./guard.ts";
+import { checkQuery, noBodyAllowed, parseJsonText, type RouteShape, readBody, routeShapes } from "./input.ts";
+import { OPENAPI_ASSET_PATH, openapiAssets } from "./openapi-assets.ts";
+import { opsModule, publicHealthModule, type ReadinessCheck } from "./ops.ts";
 import { ordersModule } from "./orders.ts";
+import type { Rate } from "./rate-limit.ts";
+
+type OpenapiScalar = NonNullable<Parameters<typeof openapi>[0]>["scalar"];
 
 export type HttpDeps = {
   metrics: Metrics;
   intake: IntakeService;
   tokens: TokenService;
-  store: Pick<EventStore, "readAfter" | "find">;
+  store: Pick<EventStore, "readAfter" | "find"> & UserEventReader;
   pending: IntakeLookup;
   readiness: ReadinessCheck;
   bodyLimitBytes: number;
   log: Logger;
+  /** Abuse limits; each one left out takes its default (DEFAULT_HTTP_LIMITS, the service's defaults). */
+  limits?: Partial<HttpLimits>;
+};
+
+export type HttpLimits = {
+  /** Per user, on the write routes (RATE_LIMIT); null = off. */
+  rateLimit: Rate | null;
+  /** Failed authentications per client IP (AUTH_FAILURE_LIMIT); null = off. */
+  authFailureLimit: Rate | null;
+  /** How long a request body may take to arrive (BODY_TIMEOUT). */
+  bodyTimeoutMs: number;
+  /** The interval of the aggregated audit line of refused requests (AUDIT_INTERVAL). */
+  auditIntervalMs: number;
+};
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  rateLimit: { count: 50, perMs: 1_000 },
+  authFailureLimit: { count: 20, perMs: 60_000 },
+  bodyTimeoutMs: 10_000,
+  auditIntervalMs: 10_000,
 };
 
 /**
@@ -35,8 +62,11 @@ function guardBody(request: Request, limit: number): Response | undefined {
   const length = Number(request.headers.get("content-length") ?? "0");
   const hasBody = length > 0 || request.headers.has("transfer-encoding");
   if (!hasBody) return undefined;
+  // Connection: close — the rest of the body is never read, so the connection cannot carry another request.
   if (length > limit)
-    return errorResponse(413, "PAYLOAD_TOO_LARGE", `the body must be at most ${limit} bytes`);
+    return errorResponse(413, "PAYLOAD_TOO_LARGE", `the body must be at most ${limit} bytes`, undefined, {
+      connection: "close",
+    });
   const type = request.headers.get("content-type") ?? "";
   if (!/^application\/json\s*(;|$)/i.test(type)) {
     return errorResponse(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json");
@@ -44,20 +74,23 @@ function guardBody(request: Request, limit: number): Response | undefined {
   return undefined;
 }
 
-/** JSON parsing under the size limit, for every body whatever its framing. */
-async function parseJsonBody(request: Request, limit: number): Promise<unknown> {
-  const bytes = await request.arrayBuffer();
-  if (bytes.byteLength > limit) {
-    throw new HttpError(413, "PAYLOAD_TOO_LARGE", `the body must be at most ${limit} bytes`);
-  }
+/**
+ * The body of a request to `shape`'s route: read under the size limit and the deadline, refused when the route
+ * takes none, scanned (depth, duplicate keys) and parsed. Chunked bodies (no length) are measured as they come.
+ */
+async function parseJsonBody(
+  request: Request,
+  shape: RouteShape | undefined,
+  limit: number,
+  timeoutMs: number,
+): Promise<unknown> {
+  // A route without a body schema takes no body: a declared one is refused unread.
+  if (shape && !shape.body && Number(request.headers.get("content-length") ?? "0") > 0) throw noBodyAllowed();
+  const bytes = await readBody(request, limit, timeoutMs);
   // No body: an empty object, so a route without a body works and a route with one names the missing fields.
   if (bytes.byteLength === 0) return {};
-  let body: unknown;
-  try {
-    body = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new HttpError(400, "INVALID_JSON", "the request body is not valid JSON");
-  }
+  if (shape && !shape.body) throw noBodyAllowed();
+  const body = parseJsonText(new TextDecoder().decode(bytes));
   refuseUnprintable(body);
   return body;
 }
@@ -99,18 +132,32 @@ function requestMetrics(metrics: Metrics) {
       const status = responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200);
       const seconds = (performance.now() - (started.get(request) ?? performance.now())) / 1000;
       metrics.request(route || "unmatched", request.method, status, seconds);
-    })
-    .get("/metrics", async ({ set }) => {
-      set.headers["content-type"] = metrics.registry.contentType;
-      return metrics.registry.metrics();
     });
 }
 
+/** The Prometheus exposition: on the ops listener only. */
+function metricsRoute(metrics: Metrics) {
+  return new Elysia({ name: "metrics" }).get("/metrics", async ({ set }) => {
+    set.headers["content-type"] = metrics.registry.contentType;
+    return metrics.registry.metrics();
+  });
+}
+
 export function createHttpApp(deps: HttpDeps) {
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
+  const audit = new SecurityAudit(deps.log, limits.auditIntervalMs, (kind) => deps.metrics.refused(kind));
+  const guard = new RequestGuard(limits, deps.metrics, audit);
+  // What each route takes (query parameters, a body), read from the routes' schemas once they are all defined.
+  let shapes: Map<string, RouteShape> | undefined;
+  const shapeOf = (method: string, route: string) => {
+    shapes ??= routeShapes(app.routes);
+    return shapes.get(`${method} ${route}`);
+  };
   // normalize: false — unknown body fields are rejected, not silently stripped.
-  return new Elysia({ normalize: false })
-    .use(errorMapping(deps.log))
+  const app = new Elysia({ normalize: false })
+    .use(errorMapping(deps.log, (status, request) => guard.answered(status, request)))
     .use(requestMetrics(deps.metrics))
+    .use(openapiAssets())
     .use(
       openapi({
         path: "/openapi",
@@ -127,7 +174,11 @@ export function createHttpApp(deps: HttpDeps) {
           },
           security: [{ bearer: [] }],
         },
-        exclude: { paths: ["/metrics"] },
+        // The page's script comes from this service (the pinned @scalar/api-reference package), not a CDN, and
+        // Scalar's default fonts (another host) are off: the page works offline and loads nothing unpinned.
+        // (The plugin's type wants every Scalar option; the page's defaults fill in the rest.)
+        scalar: { cdn: OPENAPI_ASSET_PATH, withDefaultFonts: false } as unknown as OpenapiScalar,
+        exclude: { paths: ["/metrics", OPENAPI_ASSET_PATH] },
       }),
     )
     .onRequest(({ request }) => {
@@ -135,14 +186,31 @@ export function createHttpApp(deps: HttpDeps) {
       if (refused) deps.metrics.request("guard", request.method, refused.status, 0);
       return refused;
     })
-    .onParse({ as: "global" }, ({ request }) => parseJsonBody(request, deps.bodyLimitBytes))
-    .use(opsModule(deps.readiness))
-    .use(eventsModule(deps.store, deps.pending))
-    .use(ordersModule(deps.intake, deps.tokens))
-    .use(fundsModule(deps.intake, deps.tokens));
+    .onParse({ as: "global" }, ({ request, route }) =>
+      parseJsonBody(request, shapeOf(request.method, route), deps.bodyLimitBytes, limits.bodyTimeoutMs),
+    )
+    // Before the routes' own hooks (authentication) and schema validation.
+    .onTransform({ as: "global" }, ({ request, route }) => {
+      guard.admitAddress(request, route);
+      const shape = shapeOf(request.method, route);
+      if (shape) checkQuery(request.url, shape);
+    })
+    .use(publicHealthModule(deps.readiness))
+    .use(eventsModule(deps.store, deps.pending, deps.tokens, guard.reads))
+    .use(ordersModule(deps.intake, deps.tokens, guard.writes))
+    .use(fundsModule(deps.intake, deps.tokens, guard.writes));
+  return app;
 }
 
-/** For the sequencer-only role: health, readiness and metrics, nothing else. */
+/** The public port of the sequencer-only role: health and a bare readiness, nothing else. */
+export function createHealthApp(readiness: ReadinessCheck, metrics: Metrics, log: Logger) {
+  return new Elysia().use(errorMapping(log)).use(requestMetrics(metrics)).use(publicHealthModule(readiness));
+}
+
+/**
+ * The ops listener (OPS_HOST:OPS_PORT, loopback by default) of every role: /metrics, /readyz with each check's
+ * detail, /healthz. Requests to it are not counted in the request metrics (a scrape would count itself).
+ */
 export function createOpsApp(readiness: ReadinessCheck, metrics: Metrics, log: Logger) {
-  return new Elysia().use(errorMapping(log)).use(requestMetrics(metrics)).use(opsModule(readiness));
+  return new Elysia().use(errorMapping(log)).use(metricsRoute(metrics)).use(opsModule(readiness));
 }

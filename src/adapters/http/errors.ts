@@ -7,6 +7,7 @@ import { UnauthenticatedError } from "../../app/auth.ts";
 import {
   ConflictError,
   ForbiddenError,
+  IdempotencyRecordRejected,
   InvalidInputError,
   NotFoundError,
   UnavailableError,
@@ -19,6 +20,8 @@ export class HttpError extends Error {
     readonly code: string,
     message: string,
     readonly field?: string,
+    /** Extra answer headers, e.g. Retry-After on a 429, Connection: close on a 408/413. */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -43,8 +46,11 @@ function fieldOf(path: string | undefined): string | undefined {
   return field ? field : undefined;
 }
 
-export function errorMapping(log: Logger) {
-  return new Elysia({ name: "error-mapping" }).onError({ as: "global" }, ({ code, error, set }) => {
+/** Told of every answer the mapping makes, with its request (the audit of 401, 403 and 429). */
+export type AnswerObserver = (status: number, request: Request) => void;
+
+export function errorMapping(log: Logger, observe?: AnswerObserver) {
+  return new Elysia({ name: "error-mapping" }).onError({ as: "global" }, ({ code, error, set, request }) => {
     const response = ((): Response => {
       // Elysia wraps what a parse hook throws in a ParseError; the HttpError we threw is its cause.
       const own =
@@ -53,12 +59,25 @@ export function errorMapping(log: Logger) {
           : code === "PARSE" && error.cause instanceof HttpError
             ? error.cause
             : null;
-      if (own) return errorResponse(own.status, own.code, own.message, own.field);
+      if (own) return errorResponse(own.status, own.code, own.message, own.field, own.headers);
       if (error instanceof InvalidInputError)
         return errorResponse(400, "INVALID_INPUT", error.message, error.field);
       if (error instanceof ForbiddenError) return errorResponse(403, "FORBIDDEN", error.message);
       if (error instanceof ConflictError)
         return errorResponse(409, "CONFLICT", error.message, "Idempotency-Key");
+      if (error instanceof IdempotencyRecordRejected) {
+        // A planted or corrupted record (issue 12): logged once, here, as a security event. Only the fixed
+        // problem name and the stored event's type are logged, never the record. 409: the key is in a state
+        // that contradicts the request, retrying with it cannot succeed, and a new key can.
+        log.warn("idempotency record rejected", {
+          security: true,
+          userId: error.userId,
+          idempotencyKey: error.key,
+          problem: error.problem,
+          eventType: error.eventType,
+        });
+        return errorResponse(409, "IDEMPOTENCY_KEY_UNUSABLE", error.message, "Idempotency-Key");
+      }
       if (error instanceof NotFoundError) return errorResponse(404, "NOT_FOUND", error.message);
       if (error instanceof UnauthenticatedError) {
         return errorResponse(401, "UNAUTHENTICATED", error.message, undefined, {
@@ -92,6 +111,7 @@ export function errorMapping(log: Logger) {
       }
     })();
     set.status = response.status; // so the request metrics see the status actually sent
+    observe?.(response.status, request);
     return response;
   });
 }

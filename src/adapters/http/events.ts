@@ -1,12 +1,21 @@
 /**
- * Replay and lookup of the sequenced log: GET /events (keyset pages), GET /events/:sequenceId, and
- * GET /references/:referenceId (sequenced, pending on the intake stream, or unknown).
+ * Replay and lookup of the sequenced log, each read by whom it belongs to:
+ * - GET /events (keyset pages) and GET /events/:sequenceId: the whole log, for `admin` and `reader` tokens only
+ *   (a user token → 403);
+ * - GET /me/events: the caller's own events (their orders and cancels, deposits to them, transfers from or to
+ *   them), the same keyset paging, served by indexes;
+ * - GET /references/:referenceId (sequenced, pending on the intake stream, or unknown): for the user it concerns
+ *   or admin/reader; anyone else gets the same 404 as an unknown id, also while it is pending, so an id (a
+ *   predictable snowflake) tells a stranger nothing.
  */
 import { Elysia, t } from "elysia";
-import { NotFoundError, UnavailableError } from "../../app/errors.ts";
+import type { Principal, TokenService } from "../../app/auth.ts";
+import { ForbiddenError, NotFoundError, UnavailableError } from "../../app/errors.ts";
+import { partiesOfJson } from "../../domain/events.ts";
 import { parsePositiveId } from "../../domain/ids.ts";
-import type { EventStore } from "../db/event-store.ts";
+import type { EventStore, UserEventReader } from "../db/event-store.ts";
 import type { IntakeLookup } from "../nats/intake-lookup.ts";
+import { type AuthenticationGuard, authentication } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { idString } from "./schemas.ts";
 
@@ -24,54 +33,104 @@ function idParam(name: string, value: string): bigint {
   return id;
 }
 
-export function eventsModule(store: Pick<EventStore, "readAfter" | "find">, pending: IntakeLookup) {
+/** The whole log is for downstream services and auditors, not for users. */
+function requireLogReader(principal: Principal): void {
+  if (!principal.admin && !principal.reader) {
+    throw new ForbiddenError(
+      "this route needs a reader or admin token; GET /me/events lists your own events",
+    );
+  }
+}
+
+/** Whether the principal may see an event (its JSON): admin and reader see all, a user what concerns them. */
+function mayRead(principal: Principal, parties: readonly string[]): boolean {
+  return principal.admin || principal.reader || parties.includes(principal.userId.toString());
+}
+
+const PageQuery = t.Object(
+  {
+    after: t.Optional(t.String({ pattern: "^(0|[1-9][0-9]{0,18})$", description: "last sequenceId seen" })),
+    limit: t.Optional(t.String({ pattern: "^([1-9][0-9]{0,2}|1000)$", description: `1-${MAX_PAGE}` })),
+  },
+  { additionalProperties: false },
+);
+
+function page(query: { after?: string | undefined; limit?: string | undefined }) {
+  return {
+    after: query.after === undefined || query.after === "0" ? 0n : idParam("after", query.after),
+    limit: query.limit === undefined ? 100 : Number(query.limit),
+  };
+}
+
+function pageOf(records: readonly { sequenceId: bigint; payload: string }[]): Response {
+  const last = records[records.length - 1];
+  const next = last ? `"${last.sequenceId}"` : "null";
+  return json(`{"events":[${records.map((r) => r.payload).join(",")}],"next":${next}}`);
+}
+
+export function eventsModule(
+  store: Pick<EventStore, "readAfter" | "find"> & UserEventReader,
+  pending: IntakeLookup,
+  tokens: TokenService,
+  guard?: AuthenticationGuard,
+) {
   return new Elysia({ name: "events" })
+    .use(authentication(tokens, guard))
     .get(
       "/events",
-      async ({ query }) => {
-        const after = query.after === undefined || query.after === "0" ? 0n : idParam("after", query.after);
-        const limit = query.limit === undefined ? 100 : Number(query.limit);
-        const records = await store.readAfter(after, limit);
-        const last = records[records.length - 1];
-        const next = last ? `"${last.sequenceId}"` : "null";
-        return json(`{"events":[${records.map((r) => r.payload).join(",")}],"next":${next}}`);
+      async ({ principal, query }) => {
+        requireLogReader(principal);
+        const { after, limit } = page(query);
+        return pageOf(await store.readAfter(after, limit));
       },
       {
-        query: t.Object(
-          {
-            after: t.Optional(
-              t.String({ pattern: "^(0|[1-9][0-9]{0,18})$", description: "last sequenceId seen" }),
-            ),
-            limit: t.Optional(
-              t.String({ pattern: "^([1-9][0-9]{0,2}|1000)$", description: `1-${MAX_PAGE}` }),
-            ),
-          },
-          { additionalProperties: false },
-        ),
-        detail: { summary: "Replay the sequenced log after a sequenceId (keyset paging)", tags: ["events"] },
+        query: PageQuery,
+        detail: {
+          summary: "Replay the whole sequenced log after a sequenceId (keyset paging); reader or admin token",
+          tags: ["events"],
+        },
+      },
+    )
+    .get(
+      "/me/events",
+      async ({ principal, query }) => {
+        const { after, limit } = page(query);
+        return pageOf(await store.readConcerning(principal.userId, after, limit));
+      },
+      {
+        query: PageQuery,
+        detail: {
+          summary:
+            "The caller's own events after a sequenceId: their orders and cancels, deposits to them, transfers from or to them",
+          tags: ["events"],
+        },
       },
     )
     .get(
       "/events/:sequenceId",
-      async ({ params }) => {
+      async ({ principal, params }) => {
+        requireLogReader(principal);
         const record = await store.find({ sequenceId: idParam("sequenceId", params.sequenceId) });
         if (!record) throw new NotFoundError(`no event ${params.sequenceId}`);
         return json(record.payload);
       },
       {
         params: t.Object({ sequenceId: idString("sequenceId") }),
-        detail: { summary: "One sequenced event", tags: ["events"] },
+        detail: { summary: "One sequenced event; reader or admin token", tags: ["events"] },
       },
     )
     .get(
       "/references/:referenceId",
-      async ({ params }) => {
+      async ({ principal, params }) => {
         const referenceId = idParam("referenceId", params.referenceId);
         const record = await store.find({ referenceId });
-        if (record) return json(record.payload);
+        if (record) {
+          if (mayRead(principal, partiesOfJson(record.payload))) return json(record.payload);
+          throw new NotFoundError(`no accepted request ${params.referenceId}`);
+        }
         const state = await pending.find(referenceId);
-        if (state === "pending") return { status: "pending" };
-        if (state === "unknown") {
+        if (state.state === "pending" && mayRead(principal, state.parties)) return { status: "pending" };
+        if (state.state === "unknown") {
           throw new UnavailableError(
             "the sequencer is far behind; cannot tell whether this reference is pending",
             5,
@@ -82,7 +141,8 @@ export function eventsModule(store: Pick<EventStore, "readAfter" | "find">, pend
       {
         params: t.Object({ referenceId: idString("referenceId") }),
         detail: {
-          summary: "The sequenced event of a referenceId, {status:'pending'} while it waits to be sequenced",
+          summary:
+            "The sequenced event of a referenceId, {status:'pending'} while it waits to be sequenced; for the user it concerns, reader or admin",
           tags: ["events"],
         },
       },

@@ -3,13 +3,13 @@ import { Elysia, t } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import { ForbiddenError } from "../../app/errors.ts";
 import type { IntakeService } from "../../app/intake.ts";
-import { authentication } from "./auth.ts";
+import { type AuthenticationGuard, authentication } from "./auth.ts";
 import { Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
 
-export function fundsModule(intake: IntakeService, tokens: TokenService) {
+export function fundsModule(intake: IntakeService, tokens: TokenService, guard?: AuthenticationGuard) {
   return (
     new Elysia({ name: "funds" })
-      .use(authentication(tokens))
+      .use(authentication(tokens, guard))
       // In the transform phase, before body validation: a user token learns nothing about these bodies.
       .derive(({ principal }) => {
         if (!principal.admin) throw new ForbiddenError("this route needs an admin token");

@@ -1,8 +1,30 @@
-/** Liveness and readiness. /healthz: the process answers. /readyz: its dependencies answer too. */
+/**
+ * Liveness and readiness. /healthz: the process answers. /readyz: its dependencies answer too.
+ *
+ * Two audiences: the public port says only ready / not ready (a load balancer needs no more, and worker ids,
+ * heads and leadership are nobody else's business); the ops listener (OPS_HOST:OPS_PORT, loopback by default)
+ * adds every check's detail, and /metrics.
+ */
 import { Elysia } from "elysia";
 
 export type ReadinessCheck = () => Promise<Record<string, { ok: boolean; detail?: string }>>;
 
+/** The public port's health routes: status only. */
+export function publicHealthModule(readiness: ReadinessCheck) {
+  return new Elysia({ name: "public-health" })
+    .get("/healthz", () => ({ status: "ok" }), { detail: { summary: "Liveness", tags: ["ops"] } })
+    .get(
+      "/readyz",
+      async ({ set }) => {
+        const ready = Object.values(await readiness()).every((check) => check.ok);
+        set.status = ready ? 200 : 503;
+        return { status: ready ? "ready" : "not ready" };
+      },
+      { detail: { summary: "Readiness: ready or not ready (details on the ops listener)", tags: ["ops"] } },
+    );
+}
+
+/** The ops listener's health routes: every check with its detail. */
 export function opsModule(readiness: ReadinessCheck) {
   return new Elysia({ name: "ops" })
     .get("/healthz", () => ({ status: "ok" }))

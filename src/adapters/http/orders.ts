@@ -2,7 +2,7 @@
 import { Elysia, t } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import type { IntakeService } from "../../app/intake.ts";
-import { authentication } from "./auth.ts";
+import { type AuthenticationGuard, authentication } from "./auth.ts";
 import { Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
 
 export const CreateOrderBody = t.Object(
@@ -15,9 +15,9 @@ export const CreateOrderBody = t.Object(
   { additionalProperties: false },
 );
 
-export function ordersModule(intake: IntakeService, tokens: TokenService) {
+export function ordersModule(intake: IntakeService, tokens: TokenService, guard?: AuthenticationGuard) {
   return new Elysia({ name: "orders" })
-    .use(authentication(tokens))
+    .use(authentication(tokens, guard))
     .post(
       "/orders",
       async ({ principal, body, headers, set }) => {

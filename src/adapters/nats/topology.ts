@@ -9,18 +9,27 @@ import {
   DiscardPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
+  type JetStreamClient,
   type JetStreamManager,
   RetentionPolicy,
   StorageType,
   type StreamConfig,
 } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
+import { IDEMPOTENCY_BUCKET } from "./idempotency-kv.ts";
+import { WORKER_LEASE_TTL_MS, WORKERS_BUCKET } from "./worker-lease.ts";
 
 export const INTAKE_STREAM = "SEQUENCE";
 export const INTAKE_SUBJECT_PREFIX = "sequence";
 export const SEQUENCER_CONSUMER = "sequencer";
 export const TRADING_STREAM = "TRADING";
 export const TRADING_SUBJECT_PREFIX = "trading";
+/**
+ * The largest intake message SEQUENCE stores. A valid intake event is a few hundred bytes (every field is
+ * bounded); the cap keeps junk — from a misconfigured broker or a bug — from filling the store.
+ */
+export const INTAKE_MAX_MESSAGE_BYTES = 4096;
 
 export type TopologyOptions = {
   /** Stream replicas: 1 on a single server, 3 (or 5) on a JetStream cluster. */
@@ -45,6 +54,7 @@ async function ensureStream(
   prefix: string,
   duplicateWindowMs: number,
   replicas: number,
+  maxMessageBytes = -1,
 ) {
   const wanted = {
     name,
@@ -54,6 +64,7 @@ async function ensureStream(
     discard: DiscardPolicy.New,
     duplicate_window: nanos(duplicateWindowMs),
     num_replicas: replicas,
+    max_msg_size: maxMessageBytes,
   } satisfies Partial<StreamConfig>;
   let existing: StreamConfig;
   try {
@@ -74,13 +85,15 @@ async function ensureStream(
     subjectsDiffer ||
     existing.discard !== DiscardPolicy.New ||
     existing.duplicate_window !== wanted.duplicate_window ||
-    (existing.num_replicas || 1) !== replicas
+    (existing.num_replicas || 1) !== replicas ||
+    (existing.max_msg_size ?? -1) !== maxMessageBytes
   ) {
     await jsm.streams.update(name, {
       subjects: wanted.subjects,
       discard: DiscardPolicy.New,
       duplicate_window: wanted.duplicate_window,
       num_replicas: replicas,
+      max_msg_size: maxMessageBytes,
     });
   }
 }
@@ -122,10 +135,36 @@ async function ensureSequencerConsumer(jsm: JetStreamManager, options: TopologyO
   }
 }
 
-/** Creates or updates SEQUENCE, TRADING and the durable pull consumer `sequencer`. */
+/**
+ * Creates or updates SEQUENCE, TRADING and the durable pull consumer `sequencer`. Where everything exists as
+ * wanted it only reads (stream and consumer info), so a runtime role, which may not create or change anything
+ * (permissions.ts), passes; otherwise it needs the admin role (`sequencer provision`, or the embedded broker's
+ * start).
+ */
 export async function ensureTopology(jsm: JetStreamManager, options: TopologyOptions): Promise<void> {
   const replicas = options.replicas ?? 1;
-  await ensureStream(jsm, INTAKE_STREAM, INTAKE_SUBJECT_PREFIX, options.duplicateWindowMs, replicas);
+  await ensureStream(
+    jsm,
+    INTAKE_STREAM,
+    INTAKE_SUBJECT_PREFIX,
+    options.duplicateWindowMs,
+    replicas,
+    INTAKE_MAX_MESSAGE_BYTES,
+  );
   await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, options.duplicateWindowMs, replicas);
   await ensureSequencerConsumer(jsm, options);
+}
+
+/**
+ * Creates the IDEMPOTENCY and WORKERS buckets when missing (Kvm.create only reads a bucket's info when it exists,
+ * so the API role, which may not create streams, opens them the same way once they exist).
+ */
+export async function ensureBuckets(
+  js: JetStreamClient,
+  options: { idempotencyWindowMs: number; replicas?: number },
+): Promise<void> {
+  const kvm = new Kvm(js);
+  const replicas = options.replicas ?? 1;
+  await kvm.create(IDEMPOTENCY_BUCKET, { ttl: options.idempotencyWindowMs, history: 1, replicas });
+  await kvm.create(WORKERS_BUCKET, { ttl: WORKER_LEASE_TTL_MS, history: 1, replicas });
 }

@@ -12,6 +12,8 @@ import { MAX_WORKER_ID } from "../../domain/ids.ts";
 import type { Logger } from "../../logger.ts";
 
 export const WORKERS_BUCKET = "WORKERS";
+/** How long a worker id lease lives unless refreshed (the WORKERS bucket's TTL). */
+export const WORKER_LEASE_TTL_MS = 15_000;
 
 export class WorkerIdTakenError extends Error {
   override readonly name = "WorkerIdTakenError";

@@ -17,6 +17,7 @@ import { type JsMsg, jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { openDatabase } from "../../adapters/db/client.ts";
 import { DrizzleEventStore, type RejectedMessage, type StoredEvent } from "../../adapters/db/event-store.ts";
+import { DigestChain } from "../../app/log-digest.ts";
 import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../../domain/events.ts";
 import { sequenceBatch } from "../../domain/sequencing.ts";
 import { exitWithParent, fail, requireEnv } from "./common.ts";
@@ -81,13 +82,16 @@ async function main(): Promise<void> {
       new Date().toISOString(),
       (key) => stored.idempotencyKeys.has(key),
     );
-    const toStore: StoredEvent[] = result.sequenced.map((event) => ({
-      event,
-      payload: encodeSequencedEvent(event),
-    }));
+    // The log's digest chain is part of the schema (digest not null, checked by the append), so the baseline
+    // computes it too.
+    const chain = new DigestChain(head.digest);
+    const toStore: StoredEvent[] = result.sequenced.map((event) => {
+      const payload = encodeSequencedEvent(event);
+      return { event, payload, digest: chain.next(payload) };
+    });
     lap("filterMs");
-    await store.append(toStore, rejected);
-    head = result.head;
+    await store.append(toStore, rejected, head.digest);
+    head = { ...result.head, digest: chain.head };
     lap("transactionMs");
 
     const acks = await Promise.all(

@@ -13,6 +13,8 @@ import { percentile, sortedCopy, wallMs } from "../stats.ts";
 export type LoadSpec = {
   url: string;
   headers: Record<string, string>;
+  /** Authorization headers taken in turn, one per request (the load spread over many users). */
+  authorizations?: string[];
   body: string;
   mode: "closed" | "open";
   /** closed: connections; open: most requests in flight (beyond it a due request is counted as skipped). */
@@ -43,8 +45,17 @@ export type LoadResult = {
 
 type Window = { measureFrom: number; end: number };
 
+let turn = 0;
+
+function headersFor(spec: LoadSpec): Record<string, string> {
+  const all = spec.authorizations;
+  if (!all || all.length === 0) return spec.headers;
+  turn = (turn + 1) % all.length;
+  return { ...spec.headers, authorization: all[turn] as string };
+}
+
 async function oneRequest(spec: LoadSpec, wantBody: boolean): Promise<{ ok: boolean; body?: string }> {
-  const res = await fetch(spec.url, { method: "POST", headers: spec.headers, body: spec.body });
+  const res = await fetch(spec.url, { method: "POST", headers: headersFor(spec), body: spec.body });
   const ok = res.status >= 200 && res.status < 300;
   if (wantBody && ok) return { ok, body: await res.text() };
   await res.arrayBuffer();

@@ -13,7 +13,13 @@ export type { LoadResult } from "./bun-loadgen.ts";
 
 export type GeneratorKind = "wrk" | "bun";
 export type Generator = { kind: GeneratorKind; description: string };
-export type Target = { url: string; headers: Record<string, string>; body: string };
+/** `authorizations`: Authorization headers taken in turn, one per request (the load spread over many users). */
+export type Target = {
+  url: string;
+  headers: Record<string, string>;
+  authorizations?: string[];
+  body: string;
+};
 
 const BUN_LOADGEN = join(import.meta.dir, "bun-loadgen.ts");
 
@@ -100,10 +106,23 @@ function wrkScript(target: Target): string {
   const headers = Object.entries(target.headers)
     .map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`)
     .join("\n");
+  const authorizations = target.authorizations ?? [];
+  // With Authorization headers to take in turn, each request is formatted with the next one (per wrk thread).
+  const rotate =
+    authorizations.length === 0
+      ? ""
+      : `authorizations = { ${authorizations.map(luaString).join(", ")} }
+counter = 0
+request = function()
+  counter = counter + 1
+  wrk.headers["authorization"] = authorizations[(counter % #authorizations) + 1]
+  return wrk.format()
+end
+`;
   return `wrk.method = "POST"
 wrk.body = ${luaString(target.body)}
 ${headers}
-done = function(summary, latency, requests)
+${rotate}done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     "WRK_RESULT %d %d %d %d %d %d %d %d %d %d\\n",
