@@ -2,7 +2,7 @@
  * `sequencer inspect`: the state of the pipeline on one screen — SEQUENCE, the `sequencer` consumer, TRADING,
  * the database head — and a verdict: in sync, behind (work in flight), or MISMATCH (an invariant is broken:
  * TRADING ahead of the log, a hole in the log, or TRADING's last message not the log's event at that position:
- * its digest header or bytes differ). `--json` prints the same as one JSON object.
+ * its bytes, subject or msg id digest differ). `--json` prints the same as one JSON object.
  *
  * `sequencer inspect --verify [--from N]` (verifyLog) walks the whole log from N: it recomputes the digest chain
  * over `events` and compares every event with TRADING's message at its position, and names the first sequenceId
@@ -12,11 +12,7 @@ import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io
 import postgres from "postgres";
 import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER, TRADING_STREAM } from "./adapters/nats/topology.ts";
-import {
-  hasDigestHeader,
-  type TradingMessage,
-  tradingDifference,
-} from "./adapters/nats/trading-publisher.ts";
+import { carriesDigest, type TradingMessage, tradingDifference } from "./adapters/nats/trading-publisher.ts";
 import { DigestChain, ZERO_DIGEST } from "./app/log-digest.ts";
 
 export type Inspection = {
@@ -31,7 +27,8 @@ export type Inspection = {
   trading: { messages: number; lastSeq: number };
   database: { head: string; count: string; rejected: string } | null;
   /**
-   * TRADING's last message compared with the log's event at that position (digest header, bytes, subject):
+   * TRADING's last message compared with the log's event at that position (bytes, subject, the digest in its msg
+   * id):
    * `difference` null when they match. Null when not compared (no database, TRADING empty or ahead of the log).
    */
   tail: { sequenceId: string; difference: string | null } | null;
@@ -197,8 +194,9 @@ async function nextWithin<T>(iterator: AsyncIterator<T>, ms: number): Promise<T 
  * Walks `events` from `from` (keyset pages) and TRADING from the same position (an ordered consumer) in step, up
  * to the heads both had when it started. For each event: the digest chained from the previous one (starting from
  * row from-1's stored digest) must equal the stored digest, and TRADING's message at that position must carry
- * the same bytes, subject and `Sequencer-Digest`. Names the first sequenceId where anything differs. Reads the
- * database directly: it needs DATABASE_URL (PGlite belongs to the running service).
+ * the same bytes and subject and a msg id carrying the digest's first 32 hex characters (tradingDifference).
+ * Names the first sequenceId where anything differs. Reads the database directly: it needs DATABASE_URL (PGlite
+ * belongs to the running service).
  */
 export async function verifyLog(
   natsUrl: string,
@@ -252,7 +250,7 @@ export async function verifyLog(
     }
 
     let expected = from;
-    /** TRADING messages with the log's bytes but no digest header: published before the digest chain existed. */
+    /** TRADING messages with the log's bytes and msg id = sequenceId: published before the digest chain existed. */
     let withoutDigest = 0;
     while (expected <= head) {
       // (`id`, not `sequence_id`: ORDER BY would take the text column of that name and sort "10" before "2".)
@@ -276,7 +274,7 @@ export async function verifyLog(
             problems.push(`TRADING has no message at ${sequenceId}`);
           } else {
             const read = { subject: message.subject, data: message.data, header: message.headers };
-            if (!hasDigestHeader(read)) withoutDigest++;
+            if (!carriesDigest(read)) withoutDigest++;
             const difference = tradingDifference(read, {
               sequenceId,
               type: row.type,
@@ -298,7 +296,9 @@ export async function verifyLog(
       tradingLast >= tradingFrom ? `TRADING ${tradingFrom}..${tradingLast}` : "nothing on TRADING to compare";
     const behind = tradingLast < head ? `; ${head - tradingLast} events not yet on TRADING` : "";
     const legacy =
-      withoutDigest > 0 ? `; ${withoutDigest} TRADING messages predate the digest chain (no header)` : "";
+      withoutDigest > 0
+        ? `; ${withoutDigest} TRADING messages predate the digest chain (msg id = sequenceId)`
+        : "";
     return {
       state: "OK",
       sequenceId: null,

@@ -2,10 +2,11 @@
  * The log's digest chain: digest_N = SHA-256(digest_{N-1} as 32 raw bytes ‖ UTF-8 bytes of payload_N), with
  * digest_0 = 32 zero bytes, where payload_N is the exact TRADING message body (the `payload` column). Each event's
  * digest commits to every event before it, so changing, dropping or reordering any stored or published event
- * changes every later digest: `events.digest`, TRADING's `Sequencer-Digest` header and its msg id all carry it.
+ * changes every later digest. `events.digest` keeps all 32 bytes; each TRADING message's msg id carries the first
+ * 16 (`<sequenceId>:<32 hex characters>`, tradingMsgId in src/adapters/nats/trading-publisher.ts).
  *
- * Digests travel as 64 lowercase hex characters (the header, the msg id, the insert's JSON, Head.digest); the
- * chain itself hashes the raw bytes. node:crypto, so the same code runs on Bun, Node and Deno.
+ * Digests travel as 64 lowercase hex characters (the insert's JSON, Head.digest; the msg id takes the first 32);
+ * the chain itself hashes the raw bytes. node:crypto, so the same code runs on Bun, Node and Deno.
  */
 import { Buffer } from "node:buffer";
 import * as nodeCrypto from "node:crypto";

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connectNats, type NatsIdentity } from "../../src/adapters/nats/connection.ts";
+import { tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
 import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { embeddedCredentials } from "../../src/runtime/embedded-nats.ts";
 import { CLI, type CliChild, cliToken, spawnCli, stopCli, until } from "../support/cli.ts";
@@ -137,12 +138,18 @@ describe("order flow against real nats-server and PostgreSQL", () => {
       return messages.length >= accepted.length ? messages : undefined;
     });
     expect(trading.map((m) => m.position)).toEqual(events.map((_, i) => i + 1));
-    // Nats-Msg-Id = `<sequenceId>:<digest>`, the digest chained over the published bodies.
+    // Nats-Msg-Id = `<sequenceId>:<the digest's first 32 hex characters>`, the digest chained over the published
+    // bodies.
     const digests = chainDigests(
       ZERO_DIGEST,
       trading.map((m) => JSON.stringify(m.body)),
     );
-    expect(trading.map((m) => m.msgId)).toEqual(events.map((e, i) => `${e.sequenceId}:${digests[i]}`));
+    expect(trading.map((m) => m.msgId)).toEqual(
+      events.map((e, i) => `${e.sequenceId}:${(digests[i] ?? "").slice(0, 32)}`),
+    );
+    expect(trading.map((m) => m.msgId)).toEqual(
+      events.map((e, i) => tradingMsgId({ sequenceId: BigInt(e.sequenceId ?? 0), digest: digests[i] ?? "" })),
+    );
     expect(trading.map((m) => m.body)).toEqual(events);
   });
 

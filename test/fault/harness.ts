@@ -6,8 +6,9 @@
  *   G1 no loss       every 2xx is in `events` and on TRADING
  *   G2 no duplicates one sequenceId per referenceId, one TRADING message per sequenceId, and every client request
  *                    (its unique tag) stored at most once, also requests that got no 2xx
- *   G3 no gaps       sequenceIds 1..N, previousId = sequenceId − 1, TRADING position = Nats-Msg-Id = sequenceId,
- *                    TRADING body = events.payload byte for byte, sequencedAt never goes backwards
+ *   G3 no gaps       sequenceIds 1..N, previousId = sequenceId − 1, TRADING position = sequenceId, Nats-Msg-Id =
+ *                    `<sequenceId>:<digest prefix>`, TRADING body = events.payload byte for byte, sequencedAt never
+ *                    goes backwards
  *   G4 no phantom    every stored event is a request the client sent (tag, user, direction, price; and the ids the
  *                    API answered, when it answered 2xx)
  */
@@ -17,6 +18,7 @@ import { join } from "node:path";
 import { type ConsumerInfo, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import postgres from "postgres";
+import { tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
 import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { CLI, cliToken } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
@@ -794,8 +796,8 @@ export function checkGuarantees(input: {
     if (at > previousAt) previousAt = at;
   });
 
-  // G3: TRADING position = sequenceId, Nats-Msg-Id = `<sequenceId>:<digest>` with the digest chained over the
-  // stored payloads (src/app/log-digest.ts), body = payload byte for byte, same length.
+  // G3: TRADING position = sequenceId, Nats-Msg-Id = `<sequenceId>:<the digest's first 32 hex characters>` with
+  // the digest chained over the stored payloads (src/app/log-digest.ts), body = payload byte for byte, same length.
   const digests = chainDigests(
     ZERO_DIGEST,
     events.map((e) => e.payload),
@@ -807,8 +809,8 @@ export function checkGuarantees(input: {
       v.add("G3 TRADING positions not 1..N", `message ${i + 1} at position ${m.position}`);
     const e = events[i];
     if (!e) return;
-    if (m.msgId !== `${e.sequenceId}:${digests[i]}`)
-      v.add("G3 Nats-Msg-Id != sequenceId:digest", `position ${m.position} msgId ${m.msgId}`);
+    if (m.msgId !== tradingMsgId({ sequenceId: BigInt(e.sequenceId), digest: digests[i] ?? "" }))
+      v.add("G3 Nats-Msg-Id != sequenceId:digest prefix", `position ${m.position} msgId ${m.msgId}`);
     if (String(m.position) !== e.sequenceId)
       v.add("G3 TRADING position != sequenceId", `position ${m.position} sequenceId ${e.sequenceId}`);
     if (m.data !== e.payload) v.add("G3 TRADING body != events.payload", `position ${m.position}`);

@@ -165,7 +165,7 @@ describe("the digest chain under inspect and inspect --verify", () => {
     const verified = await verifyLog(verifyNats.url, url, 1n);
     expect(verified).toMatchObject({ state: "MISMATCH", sequenceId: "7" });
     expect(verified.detail).toContain("stored digest");
-    expect(verified.detail).toContain("Sequencer-Digest");
+    expect(verified.detail).toContain("its msg id carries the digest");
     // --from 8 chains from row 7's stored digest, which row 8's no longer follows from.
     expect(await verifyLog(verifyNats.url, url, 8n)).toMatchObject({ state: "MISMATCH", sequenceId: "8" });
     expect((await verifyLog(verifyNats.url, url, 9n)).state).toBe("OK");

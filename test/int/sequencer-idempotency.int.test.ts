@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { asc } from "drizzle-orm";
 import { events, rejectedMessages } from "../../src/adapters/db/schema.ts";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER } from "../../src/adapters/nats/topology.ts";
+import { tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
 import { ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import {
   type CancelOrder,
@@ -157,9 +158,10 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
 
       const trading = await readTrading(stack);
       expect(trading).toHaveLength(1);
+      const [record] = await stack.store.readAfter(0n, 1);
       expect(trading[0]).toMatchObject({
         position: 1,
-        msgId: `1:${trading[0]?.digest}`,
+        msgId: tradingMsgId({ sequenceId: 1n, digest: record?.digest ?? "" }),
         subject: "trading.deposit",
       });
       expect(trading[0]?.body.referenceId).toBe(first.referenceId.toString());
@@ -199,7 +201,8 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
         [3n, noKey.referenceId, null],
       ]);
       const trading = await readTrading(stack);
-      // Nats-Msg-Id = `<sequenceId>:<digest>` (the digest chain: checkLog in ../support/stack.ts checks it).
+      // Nats-Msg-Id = `<sequenceId>:<the digest's first 32 hex characters>` (checkLog in ../support/stack.ts
+      // checks the digest chain).
       expect(trading.map((m) => [m.position, m.msgId?.split(":")[0], m.subject, m.body.referenceId])).toEqual(
         [
           [1, "1", "trading.transfer", first.referenceId.toString()],
@@ -255,7 +258,7 @@ describe.each(DATABASE_BACKENDS)("sequencer and idempotency keys on %s", (_name,
       const trading = await readTrading(stack);
       const stored = await rows();
       expect(trading.map((m) => m.position)).toEqual(published.map((_, i) => i + 1));
-      expect(trading.map((m) => m.msgId)).toEqual(trading.map((m, i) => `${i + 1}:${m.digest}`));
+      expect(trading.map((m) => m.msgId)).toEqual((await stack.store.readAfter(0n, 100)).map(tradingMsgId));
       expect(trading.map((m) => m.subject)).toEqual([
         "trading.create_order",
         "trading.cancel_order",

@@ -15,6 +15,7 @@ import {
   JetStreamTradingLog,
   type TradingLog,
   TradingMismatchError,
+  tradingMsgId,
 } from "../../src/adapters/nats/trading-publisher.ts";
 import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
@@ -292,9 +293,9 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     expect(page.map((e) => e.sequenceId)).toEqual([1n, 2n, 3n, 4n]);
   });
 
-  test("every TRADING message carries its event's digest (header and msg id), and the digests chain", async () => {
+  test("every TRADING message carries its event's digest (128 bits of it, in the msg id), and the digests chain", async () => {
     await sequenceOrders(40, 7);
-    await checkLog(stack); // the chain over the payloads, the header, the msg id, the bytes
+    await checkLog(stack); // the chain over the payloads, the msg id, the bytes
     const column = rowsOf<{ digest: string }>(
       await stack.database.db.execute(
         sql`select encode(digest, 'hex') as digest from events order by sequence_id`,
@@ -302,8 +303,11 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     ).map((row) => row.digest);
     const trading = await readTrading(stack);
     expect(column).toHaveLength(40);
-    expect(trading.map((m) => m.digest)).toEqual(column);
-    expect(trading.map((m) => m.msgId)).toEqual(column.map((d, i) => `${i + 1}:${d}`));
+    expect(trading.map((m) => m.digest)).toEqual(column.map((d) => d.slice(0, 32)));
+    expect(trading.map((m) => m.msgId)).toEqual(column.map((d, i) => `${i + 1}:${d.slice(0, 32)}`));
+    expect(trading.map((m) => m.msgId)).toEqual(
+      column.map((digest, i) => tradingMsgId({ sequenceId: BigInt(i + 1), digest })),
+    );
     expect(column).toEqual(
       chainDigests(
         ZERO_DIGEST,
@@ -398,9 +402,9 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     expect(await tradingLast()).toBe(5n);
   });
 
-  test("after an upgrade: TRADING messages published before the digest chain (same bytes, no header) are accepted", async () => {
+  test("after an upgrade: TRADING messages published before the digest chain (same bytes, msg id = sequenceId) are accepted", async () => {
     // The log as the migration leaves it (digests backfilled), and TRADING as the old sequencer published it:
-    // Nats-Msg-Id = sequenceId, no Sequencer-Digest header.
+    // Nats-Msg-Id = sequenceId, no digest.
     const events = [1n, 2n, 3n].map((sequenceId) => ({
       ...makeOrder(),
       sequenceId,

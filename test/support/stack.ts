@@ -19,9 +19,11 @@ import { JetStreamIntakeSource } from "../../src/adapters/nats/intake-consumer.t
 import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
 import { ensureTopology, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
 import {
-  DIGEST_HEADER,
+  digestOfMsgId,
   JetStreamTradingLog,
+  msgIdDigest,
   type TradingLog,
+  tradingMsgId,
 } from "../../src/adapters/nats/trading-publisher.ts";
 import { chainDigests, DigestChain, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { Sequencer } from "../../src/app/sequencer.ts";
@@ -142,15 +144,15 @@ export async function waitFor(
 export type TradingMessage = {
   position: number;
   msgId: string | undefined;
-  /** The Sequencer-Digest header. */
-  digest: string | undefined;
+  /** The digest part of the msg id (the first 32 hex characters of the event's digest); null without one. */
+  digest: string | null;
   subject: string;
   /** The body as published (text). */
   raw: string;
   body: Record<string, string>;
 };
 
-/** Reads TRADING from the first message to the last, with positions, Nats-Msg-Id and Sequencer-Digest headers. */
+/** Reads TRADING from the first message to the last, with positions, Nats-Msg-Id and the digest it carries. */
 export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
   const info = await stack.jsm.streams.info(TRADING_STREAM);
   const last = info.state.last_seq;
@@ -162,7 +164,7 @@ export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
     out.push({
       position: msg.seq,
       msgId: msg.headers?.get("Nats-Msg-Id"),
-      digest: msg.headers?.get(DIGEST_HEADER),
+      digest: digestOfMsgId(msg.headers?.get("Nats-Msg-Id")),
       subject: msg.subject,
       raw: msg.string(),
       body: msg.json<Record<string, string>>(),
@@ -176,7 +178,7 @@ export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
 /**
  * Every invariant the issue names, over the log and TRADING: 1..N, previousId, positions, msg ids, once each; and
  * the digest chain: every stored digest follows from the previous one and the payload, and TRADING carries the
- * same bytes, digest header and msg id `<sequenceId>:<digest>`.
+ * same bytes and msg id `<sequenceId>:<the digest's first 32 hex characters>` (tradingMsgId).
  */
 export async function checkLog(
   stack: Stack,
@@ -208,10 +210,13 @@ export async function checkLog(
     const event = events[i];
     if (msg.position !== i + 1) problems.push(`TRADING message ${i} at position ${msg.position}`);
     const record = records[i];
-    if (msg.msgId !== `${msg.position}:${record?.digest}`)
-      problems.push(`TRADING ${msg.position} has Nats-Msg-Id ${msg.msgId}`);
-    if (msg.digest === undefined || msg.digest !== record?.digest)
-      problems.push(`TRADING ${msg.position} has ${DIGEST_HEADER} ${msg.digest}, the log ${record?.digest}`);
+    const expected = record ? tradingMsgId({ sequenceId: BigInt(msg.position), digest: record.digest }) : "";
+    if (msg.msgId !== expected)
+      problems.push(`TRADING ${msg.position} has Nats-Msg-Id ${msg.msgId}, the log ${expected}`);
+    if (msg.digest === null || msg.digest !== msgIdDigest(record?.digest ?? ""))
+      problems.push(
+        `TRADING ${msg.position}'s msg id carries ${msg.digest}, the log's digest ${record?.digest}`,
+      );
     if (msg.raw !== record?.payload) problems.push(`TRADING ${msg.position}'s bytes differ from the log's`);
     if (!event || JSON.stringify(msg.body) !== JSON.stringify(event)) {
       problems.push(`TRADING ${msg.position} differs from the log`);

@@ -16,7 +16,7 @@ const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({
  * `payload` holds the exact JSON bytes published on TRADING, so a republish after a crash sends the same bytes.
  * `digest` is the tamper-evident chain (src/app/log-digest.ts): SHA-256 of the previous row's digest and this
  * row's payload, 32 bytes; the append checks that the row before a batch carries the digest the batch was
- * chained from, and TRADING carries it in the `Sequencer-Digest` header and the msg id.
+ * chained from, and each TRADING message's msg id carries its first 16 bytes (`<sequenceId>:<32 hex characters>`).
  */
 export const events = pgTable(
   "events",

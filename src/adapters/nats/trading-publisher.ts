@@ -1,28 +1,58 @@
 /**
  * Appends sequenced events to TRADING so that the stream position equals the sequenceId.
  *
- * Every message carries the event's chain digest (header `Sequencer-Digest`, src/app/log-digest.ts), msgID =
- * `<sequenceId>:<digest>`, and expects the stream's last sequence to be sequenceId - 1. This process is the only
- * writer, so a message can land only after all earlier ones landed, in order; a retried publish is either dropped
- * as a duplicate (the PubAck says so and names the original position) or refused for a wrong last sequence.
- * Either way nothing is stored twice or out of order, and each PubAck is checked.
+ * Every message carries msgID = `<sequenceId>:<the first 32 hex characters of the event's chain digest>`
+ * (tradingMsgId; the digest is src/app/log-digest.ts's, 128 bits of it) and expects the stream's last sequence to
+ * be sequenceId - 1. This process is the only writer, so a message can land only after all earlier ones landed, in
+ * order; a retried publish is either dropped as a duplicate (the PubAck says so and names the original position)
+ * or refused for a wrong last sequence. Either way nothing is stored twice or out of order, and each PubAck is
+ * checked.
  *
  * Against a message published on `trading.*` by someone else (defence in depth: the broker's permissions are the
- * first line): the msg id holds the digest of an event that does not exist yet, so a forger cannot make JetStream
- * drop our publish as a duplicate of theirs; a message after the first of a batch also expects the last msg id
- * to be its predecessor's, so a message slipped in between ours refuses the rest of the batch instead of sitting
- * silently at one of its positions; and a duplicate PubAck counts only once the stored message is read back and
- * found to be ours (TradingMismatchError otherwise).
+ * first line): the msg id holds 128 bits of the digest of an event that does not exist yet, so a forger cannot
+ * make JetStream drop our publish as a duplicate of theirs; a message after the first of a batch also expects the
+ * last msg id to be its predecessor's, so a message slipped in between ours refuses the rest of the batch instead
+ * of sitting silently at one of its positions; and a duplicate PubAck counts only once the stored message is read
+ * back and found to be ours (TradingMismatchError otherwise).
  */
 import { type JetStreamClient, type JetStreamManager, PubHeaders } from "@nats-io/jetstream";
-import { type MsgHdrs, MsgHdrsImpl, type NatsConnection } from "@nats-io/transport-node";
+import { type Match, type MsgHdrs, MsgHdrsImpl, type NatsConnection } from "@nats-io/transport-node";
 import { TRADING_STREAM, TRADING_SUBJECT_PREFIX } from "./topology.ts";
 
 /** An event as TRADING carries it: its position, the type that picks the subject, the body, its digest (hex). */
 export type TradingRecord = { sequenceId: bigint; type: string; payload: string; digest: string };
 
-/** The header that carries each event's chain digest on TRADING (64 hex characters). */
-export const DIGEST_HEADER = "Sequencer-Digest";
+/**
+ * How much of an event's digest its TRADING msg id carries: the first 32 hex characters (128 bits). A forger would
+ * have to guess 128 bits of the digest of an event that does not exist yet; a consumer recomputing the chain
+ * compares its digests' first 32 hex characters with the msg ids. The log keeps all 32 bytes (`events.digest`).
+ */
+export const MSG_ID_DIGEST_HEX = 32;
+
+/** The part of a digest (64 hex characters) that a TRADING msg id carries. */
+export function msgIdDigest(digest: string): string {
+  return digest.slice(0, MSG_ID_DIGEST_HEX);
+}
+
+/** The msg id of an event on TRADING: `<sequenceId>:<the first 32 hex characters of its digest>`. */
+export function tradingMsgId(record: Pick<TradingRecord, "sequenceId" | "digest">): string {
+  return `${record.sequenceId}:${record.digest.slice(0, MSG_ID_DIGEST_HEX)}`;
+}
+
+/**
+ * The digest part (32 hex characters) of a TRADING msg id, or null when it has none: a msg id that is just the
+ * sequenceId (published before the digest chain existed), or no msg id at all.
+ */
+export function digestOfMsgId(msgId: string | undefined | null): string | null {
+  if (!msgId) return null;
+  const colon = msgId.indexOf(":");
+  return colon < 0 ? null : msgId.slice(colon + 1);
+}
+
+/** The msg id of a message read from TRADING ("" when it has none). */
+export function msgIdOf(message: Pick<TradingMessage, "header">): string {
+  return message.header?.get(PubHeaders.MsgIdHdr) ?? "";
+}
 
 export interface TradingLog {
   /** The position of the last message on TRADING (0 when empty). */
@@ -30,7 +60,7 @@ export interface TradingLog {
   /** Publishes contiguous records in order; resolves once every one is confirmed at its own position. */
   append(records: readonly TradingRecord[]): Promise<void>;
   /**
-   * Reads the message at record.sequenceId and resolves if it is this record (subject, bytes, digest header);
+   * Reads the message at record.sequenceId and resolves if it is this record (subject, bytes, msg id digest);
    * throws TradingMismatchError if it is not, or if there is none.
    */
   verify(record: TradingRecord): Promise<void>;
@@ -66,9 +96,10 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * Why a message read from TRADING is not this record, or null when it is: its body bytes and subject, and its
- * `Sequencer-Digest` header where it has one. A message with the log's exact bytes and no digest header was
- * published before the digest chain existed (an upgraded deployment): its content is the log's, so it matches.
+ * Why a message read from TRADING is not this record, or null when it is: its body bytes and subject, and its msg
+ * id, which must be tradingMsgId(record) (so its digest part is the log's digest's first 32 hex characters). A
+ * message with the log's exact bytes and subject and a msg id that is just the sequenceId was published before
+ * the digest chain existed (an upgraded deployment): its content is the log's, so it matches.
  */
 export function tradingDifference(message: TradingMessage, record: TradingRecord): string | null {
   if (!sameBytes(message.data, encoder.encode(record.payload)))
@@ -76,21 +107,19 @@ export function tradingDifference(message: TradingMessage, record: TradingRecord
   if (message.subject !== subjectOf(record)) {
     return `the message is on ${message.subject}, the log's event goes on ${subjectOf(record)}`;
   }
-  const digest = message.header?.get(DIGEST_HEADER) ?? "";
-  if (digest !== "" && digest !== record.digest) {
-    return `its ${DIGEST_HEADER} ${digest} is not the log's ${record.digest}`;
+  const msgId = msgIdOf(message);
+  const expected = tradingMsgId(record);
+  if (msgId === expected || msgId === record.sequenceId.toString()) return null;
+  const digest = digestOfMsgId(msgId);
+  if (digest === null || msgId !== `${record.sequenceId}:${digest}`) {
+    return `its msg id ${JSON.stringify(msgId)} is not the log's ${expected} (nor ${record.sequenceId}, as before the digest chain)`;
   }
-  return null;
+  return `its msg id carries the digest ${digest}, the log's digest begins ${msgIdDigest(record.digest)} (msg id ${expected})`;
 }
 
-/** Whether a message read from TRADING carries a digest header (not: published before the digest chain). */
-export function hasDigestHeader(message: Pick<TradingMessage, "header">): boolean {
-  return (message.header?.get(DIGEST_HEADER) ?? "") !== "";
-}
-
-/** The msg id of an event on TRADING: its sequenceId and its digest. */
-export function tradingMsgId(record: Pick<TradingRecord, "sequenceId" | "digest">): string {
-  return `${record.sequenceId.toString()}:${record.digest}`;
+/** Whether a message read from TRADING carries a digest in its msg id (not: published before the digest chain). */
+export function carriesDigest(message: Pick<TradingMessage, "header">): boolean {
+  return digestOfMsgId(msgIdOf(message)) !== null;
 }
 
 export class JetStreamTradingLog implements TradingLog {
@@ -124,12 +153,12 @@ export class JetStreamTradingLog implements TradingLog {
       const record = records[i] as TradingRecord;
       const msgId = tradingMsgId(record);
       this.nc.publish(subjectOf(record), record.payload, {
-        headers: headersOf(record, msgId, previousMsgId),
+        headers: tradingHeaders(record, msgId, previousMsgId),
       });
       previousMsgId = msgId;
     }
     const ack = await this.js.publish(subjectOf(last), last.payload, {
-      headers: headersOf(last, tradingMsgId(last), previousMsgId),
+      headers: tradingHeaders(last, tradingMsgId(last), previousMsgId),
       timeout: this.timeoutMs,
     });
     if (BigInt(ack.seq) !== last.sequenceId) {
@@ -151,19 +180,58 @@ export class JetStreamTradingLog implements TradingLog {
 }
 
 /**
- * The JetStream and digest headers of one record. fromRecord takes the (already canonical) names as given:
- * MsgHdrs.set canonicalizes and searches the keys on every call, which was a tenth of the sequencer's CPU during
- * a backlog.
+ * The JetStream headers of one record: msg id, expected stream, expected last sequence and, after the first of a
+ * batch, expected last msg id. The names are already canonical, so they go into the map as given (MsgHdrs.set
+ * canonicalizes and searches the keys on every call, which was a tenth of the sequencer's CPU during a backlog),
+ * and the wire text is written in one go instead of by MsgHdrsImpl.toString's loop over the map (unit-tested to
+ * be the same bytes).
  */
-function headersOf(record: TradingRecord, msgId: string, previousMsgId: string | undefined): MsgHdrs {
-  const h: Record<string, string[]> = {
-    [PubHeaders.MsgIdHdr]: [msgId],
-    [PubHeaders.ExpectedStreamHdr]: [TRADING_STREAM],
-    [PubHeaders.ExpectedLastSeqHdr]: [(record.sequenceId - 1n).toString()],
-    [DIGEST_HEADER]: [record.digest],
-  };
-  if (previousMsgId !== undefined) h[PubHeaders.ExpectedLastMsgIdHdr] = [previousMsgId];
-  return MsgHdrsImpl.fromRecord(h);
+export function tradingHeaders(
+  record: Pick<TradingRecord, "sequenceId">,
+  msgId: string,
+  previousMsgId: string | undefined,
+): MsgHdrsImpl {
+  const lastSeq = (record.sequenceId - 1n).toString();
+  const common = `NATS/1.0\r\n${PubHeaders.MsgIdHdr}: ${msgId}\r\n${PubHeaders.ExpectedStreamHdr}: ${TRADING_STREAM}\r\n${PubHeaders.ExpectedLastSeqHdr}: ${lastSeq}\r\n`;
+  const h = new EncodedHeaders(
+    previousMsgId === undefined
+      ? `${common}\r\n`
+      : `${common}${PubHeaders.ExpectedLastMsgIdHdr}: ${previousMsgId}\r\n\r\n`,
+  );
+  h.headers.set(PubHeaders.MsgIdHdr, [msgId]);
+  h.headers.set(PubHeaders.ExpectedStreamHdr, [TRADING_STREAM]);
+  h.headers.set(PubHeaders.ExpectedLastSeqHdr, [lastSeq]);
+  if (previousMsgId !== undefined) h.headers.set(PubHeaders.ExpectedLastMsgIdHdr, [previousMsgId]);
+  return h;
+}
+
+/**
+ * Headers whose wire text the caller wrote once, matching the map (toString returns it, and encode, what
+ * nc.publish sends, encodes it). A change through set, append or delete drops it: they encode from the map again.
+ * (Only tradingHeaders builds these, and nothing writes to their map directly afterwards.)
+ */
+class EncodedHeaders extends MsgHdrsImpl {
+  constructor(private wire: string | null) {
+    super();
+  }
+  override toString(): string {
+    return this.wire ?? super.toString();
+  }
+  override encode(): Uint8Array {
+    return encoder.encode(this.toString());
+  }
+  override set(k: string, v: string, match?: Match): void {
+    this.wire = null;
+    super.set(k, v, match);
+  }
+  override append(k: string, v: string, match?: Match): void {
+    this.wire = null;
+    super.append(k, v, match);
+  }
+  override delete(k: string, match?: Match): void {
+    this.wire = null;
+    super.delete(k, match);
+  }
 }
 
 export function subjectOf(record: Pick<TradingRecord, "type">): string {
