@@ -76,7 +76,10 @@ export class PostgresWriterLease implements WriterLease {
       max: 1,
       idle_timeout: 0,
       max_lifetime: 0,
-      connect_timeout: 10,
+      // Short: after its session is terminated, the client's reconnect has been seen to stall until this timer
+      // fired (10 s, in the fault suite), and meanwhile the sequencer neither writes nor hands over. A failed
+      // connect is retried on a fresh client (acquire), so a slow network costs retries, not the lease.
+      connect_timeout: 3,
       onnotice: () => {},
       connection: { application_name: "sequencer-writer" },
     });
