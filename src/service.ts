@@ -124,15 +124,15 @@ async function provision(
   });
 }
 
-/** `sequencer provision`: creates the topology on an external broker, as the admin role, and returns. */
-export async function provisionBroker(config: Config, log: Logger): Promise<void> {
-  if (!config.natsUrl) {
-    throw new ConfigError(
-      "provision sets up an external broker (NATS_URL); the embedded one provisions itself",
-    );
-  }
-  const nc = await connectNats(config.natsUrl, {
-    credentials: config.natsCredentials,
+/** Provisions everything as the admin role, on a connection closed right after. */
+async function provisionAsAdmin(
+  natsUrl: string,
+  credentials: NatsIdentity["credentials"],
+  config: Config,
+  log: Logger,
+): Promise<void> {
+  const nc = await connectNats(natsUrl, {
+    credentials,
     role: "admin",
     name: `sequencer-provision-${process.pid}`,
   });
@@ -141,6 +141,16 @@ export async function provisionBroker(config: Config, log: Logger): Promise<void
   } finally {
     await nc.close();
   }
+}
+
+/** `sequencer provision`: creates the topology on an external broker, as the admin role, and returns. */
+export async function provisionBroker(config: Config, log: Logger): Promise<void> {
+  if (!config.natsUrl) {
+    throw new ConfigError(
+      "provision sets up an external broker (NATS_URL); the embedded one provisions itself",
+    );
+  }
+  await provisionAsAdmin(config.natsUrl, config.natsCredentials, config, log);
 }
 
 function permissionMessage(error: unknown): string {
@@ -181,7 +191,6 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   const natsBin = config.natsUrl ? undefined : ensureNatsServer();
   // Before anything is started: a weak or empty AUTH_SECRET (or a bad AUTH_JWKS file) stops start-up at once.
   const tokens = serveApi ? createTokenService(config) : undefined;
-  // First to start, so that a machine without nats-server (and no way to install it) stops before anything runs.
   const embedded: EmbeddedNats | undefined = config.natsUrl
     ? undefined
     : await startEmbeddedNats(config.dataDir, { bin: natsBin });
@@ -201,18 +210,8 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
     });
-  if (embedded) {
-    // The embedded broker is this process's own: it provisions as admin, on a connection closed right after.
-    const admin = await connectNats(natsUrl, {
-      ...identityOf("admin"),
-      name: `sequencer-provision-${process.pid}`,
-    });
-    try {
-      await provision(jetstream(admin), await jetstreamManager(admin), config, log, true);
-    } finally {
-      await admin.close();
-    }
-  }
+  // The embedded broker is this process's own: it provisions it as admin.
+  if (embedded) await provisionAsAdmin(natsUrl, embedded.credentials("admin"), config, log);
   const apiNc = serveApi ? await connectAs("api") : undefined;
   const sequencerNc = runSequencer ? await connectAs("sequencer") : undefined;
   const connections = [apiNc, sequencerNc].filter((c): c is NatsConnection => c !== undefined);
@@ -246,8 +245,9 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
       : new InProcessWriterLease(database.db);
     lease = writerLease;
     const seqNc = sequencerNc as NatsConnection;
-    const seqJs = jetstream(seqNc);
-    const seqJsm = await jetstreamManager(seqNc);
+    // The sequencer's own connection (the same one as `nc` when this process runs no API).
+    const seqJs = seqNc === nc ? js : jetstream(seqNc);
+    const seqJsm = seqNc === nc ? jsm : await jetstreamManager(seqNc);
     const trading = new JetStreamTradingLog(seqNc, seqJs, seqJsm, config.publishTimeoutMs);
     const sequencerLog = log.child({ component: "sequencer" });
     const startTerm = async (): Promise<LeaderTerm> => {

@@ -25,6 +25,7 @@ import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { type RunningSequencer, runSequencer, type Stack, waitFor } from "../support/stack.ts";
 import {
   BASE,
+  HARNESS_LIMITS,
   type Harness,
   jsonRequest,
   readError,
@@ -770,6 +771,7 @@ describe("Idempotency-Key: completing a first attempt that did not finish", () =
       pending: new JetStreamIntakeLookup(h.js, h.jsm),
       readiness: async () => ({}),
       bodyLimitBytes: 16_384,
+      limits: HARNESS_LIMITS,
       log: h.log,
     });
     return { app, publisher };

@@ -59,6 +59,17 @@ export type Harness = {
   close(): Promise<void>;
 };
 
+/**
+ * RATE_LIMIT and AUTH_FAILURE_LIMIT off unless a test asks: the tests on this harness are about other things and
+ * send many requests as one user (and, in-process, from no address). http-hardening turns them on.
+ */
+export const HARNESS_LIMITS: HttpLimits = {
+  rateLimit: null,
+  authFailureLimit: null,
+  bodyTimeoutMs: 10_000,
+  auditIntervalMs: 10_000,
+};
+
 export async function startHarness(
   options: { publishTimeoutMs?: number; bodyLimitBytes?: number; limits?: Partial<HttpLimits> } = {},
 ): Promise<Harness> {
@@ -107,9 +118,7 @@ export async function startHarness(
       metrics,
       readiness: () => readiness(),
       bodyLimitBytes: options.bodyLimitBytes ?? 16_384,
-      // RATE_LIMIT and AUTH_FAILURE_LIMIT off unless a test asks: the tests on this harness are about other things
-      // and send many requests as one user (and, in-process, from no address). http-hardening turns them on.
-      limits: { rateLimit: null, authFailureLimit: null, ...options.limits },
+      limits: { ...HARNESS_LIMITS, ...options.limits },
       log,
     });
 

@@ -32,8 +32,8 @@ export type HttpDeps = {
   readiness: ReadinessCheck;
   bodyLimitBytes: number;
   log: Logger;
-  /** Abuse limits; each one left out takes its default (DEFAULT_HTTP_LIMITS, the service's defaults). */
-  limits?: Partial<HttpLimits>;
+  /** Abuse limits (their defaults are the configuration's: RATE_LIMIT etc. in src/config.ts). */
+  limits: HttpLimits;
 };
 
 export type HttpLimits = {
@@ -45,13 +45,6 @@ export type HttpLimits = {
   bodyTimeoutMs: number;
   /** The interval of the aggregated audit line of refused requests (AUDIT_INTERVAL). */
   auditIntervalMs: number;
-};
-
-export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  rateLimit: { count: 50, perMs: 1_000 },
-  authFailureLimit: { count: 20, perMs: 60_000 },
-  bodyTimeoutMs: 10_000,
-  auditIntervalMs: 10_000,
 };
 
 /**
@@ -144,7 +137,7 @@ function metricsRoute(metrics: Metrics) {
 }
 
 export function createHttpApp(deps: HttpDeps) {
-  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
+  const limits = deps.limits;
   const audit = new SecurityAudit(deps.log, limits.auditIntervalMs, (kind) => deps.metrics.refused(kind));
   const guard = new RequestGuard(limits, deps.metrics, audit);
   // What each route takes (query parameters, a body), read from the routes' schemas once they are all defined.

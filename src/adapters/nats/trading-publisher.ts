@@ -36,7 +36,7 @@ export function msgIdDigest(digest: string): string {
 
 /** The msg id of an event on TRADING: `<sequenceId>:<the first 32 hex characters of its digest>`. */
 export function tradingMsgId(record: Pick<TradingRecord, "sequenceId" | "digest">): string {
-  return `${record.sequenceId}:${record.digest.slice(0, MSG_ID_DIGEST_HEX)}`;
+  return `${record.sequenceId}:${msgIdDigest(record.digest)}`;
 }
 
 /**
