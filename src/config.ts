@@ -41,6 +41,19 @@ export type Config = {
   duplicateWindowMs: number;
   /** Replicas of the SEQUENCE and TRADING streams (and the KV bucket): 1 on one server, 3 on a cluster. */
   streamReplicas: number;
+  /**
+   * TRADING_MAX_AGE: TRADING drops messages older than this (unset: keeps them forever). With this or
+   * TRADING_MAX_BYTES, TRADING discards its oldest messages instead of refusing a publish; the events stay in
+   * PostgreSQL (GET /events). See docs/storage.md.
+   */
+  tradingMaxAgeMs?: number;
+  /** TRADING_MAX_BYTES: TRADING keeps at most this many bytes, dropping its oldest messages (unset: unlimited). */
+  tradingMaxBytes?: number;
+  /**
+   * INTAKE_MAX_BYTES: SEQUENCE holds at most this many bytes (unset: unlimited); when full it refuses new intake
+   * (the API answers 503) rather than dropping anything not yet sequenced.
+   */
+  intakeMaxBytes?: number;
   /** How long an Idempotency-Key answers with the first answer (the KV bucket's TTL). */
   idempotencyWindowMs: number;
   publishTimeoutMs: number;
@@ -50,6 +63,15 @@ export type Config = {
   fetchWaitMs: number;
   ackWaitMs: number;
   maxAckPending: number;
+  /**
+   * WRITER_LEASE_TTL: a writer that makes no progress for this long (died, frozen, blocked event loop) is replaced
+   * by a standby, which ends its database session (writer-lease.ts).
+   */
+  writerLeaseTtlMs: number;
+  /** STATEMENT_TIMEOUT: statement_timeout of the sequencer's writer session (a stuck append fails, not hangs). */
+  statementTimeoutMs: number;
+  /** QUERY_TIMEOUT: statement_timeout of the shared pool (the API's lookups and the sequencer's filter reads). */
+  queryTimeoutMs: number;
   bodyLimitBytes: number;
   /** Write requests per user (token bucket, burst = count); null = off. Per process. */
   rateLimit: Rate | null;
@@ -65,6 +87,8 @@ export type Config = {
   /** Fault injection for tests: die (SIGKILL) at this point of the FAILPOINT_AFTER-th batch that reaches it. */
   failpoint: Failpoint | undefined;
   failpointAfter: number;
+  /** FAILPOINT_STALL: at the failpoint, block the event loop this long (a hung process) instead of dying. */
+  failpointStallMs: number | undefined;
 };
 
 const FAILPOINTS: readonly Failpoint[] = ["after-commit", "after-publish", "mid-ack"];
@@ -82,6 +106,25 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`);
   }
   return Number(raw);
+}
+
+/** The smallest stream byte limit accepted (1 MiB): far above any one message (BODY_LIMIT_BYTES, the intake cap). */
+export const MIN_STREAM_BYTES = 1_048_576;
+
+/**
+ * A byte limit: unset or "" → undefined (no limit); else a plain whole number of bytes (no suffix: "10GB" is
+ * refused, not guessed as 10^10 or 2^30·10) from MIN_STREAM_BYTES up.
+ */
+function byteLimit(env: Env, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < MIN_STREAM_BYTES) {
+    throw new ConfigError(
+      `${name} must be a whole number of bytes, at least ${MIN_STREAM_BYTES} (e.g. 10737418240 for 10 GiB), or unset for no limit (got ${JSON.stringify(raw)})`,
+    );
+  }
+  return value;
 }
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
@@ -245,6 +288,24 @@ export function loadConfig(env: Env = process.env): Config {
       `SEQUENCER_MAX_BATCH_SIZE must be at least SEQUENCER_BATCH_SIZE (${batchSize}) (got ${maxBatchSize})`,
     );
   }
+  const fetchWaitMs = duration(env, "SEQUENCER_FETCH_WAIT", "1s", 10, 60_000);
+  const writerLeaseTtlMs = duration(env, "WRITER_LEASE_TTL", "10s", 2_000, 600_000);
+  // An idle sequencer shows progress once per fetch wait: a few of them must fit in one lease.
+  if (fetchWaitMs * 3 > writerLeaseTtlMs) {
+    throw new ConfigError(
+      `SEQUENCER_FETCH_WAIT (${fetchWaitMs} ms) must be at most a third of WRITER_LEASE_TTL (${writerLeaseTtlMs} ms)`,
+    );
+  }
+  const duplicateWindowMs = duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000);
+  // Up to 10 years (in hours: "8760h" is a year); JetStream refuses a max age below the duplicate window.
+  const tradingMaxAgeMs = env.TRADING_MAX_AGE
+    ? duration(env, "TRADING_MAX_AGE", "0s", 60_000, 87_600 * 3_600_000)
+    : undefined;
+  if (tradingMaxAgeMs !== undefined && tradingMaxAgeMs < duplicateWindowMs) {
+    throw new ConfigError(
+      `TRADING_MAX_AGE (${tradingMaxAgeMs} ms) must be at least DUPLICATE_WINDOW (${duplicateWindowMs} ms)`,
+    );
+  }
   const natsUrl = url(env, "NATS_URL", ["nats:", "tls:", "ws:", "wss:"]);
   return {
     port: integer(env, "PORT", 3000, 0, 65535),
@@ -261,17 +322,27 @@ export function loadConfig(env: Env = process.env): Config {
     authAudience: env.AUTH_AUDIENCE || undefined,
     authJwks: jwksSource(env),
     workerId: env.WORKER_ID ? integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID) : undefined,
-    duplicateWindowMs: duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000),
+    duplicateWindowMs,
     streamReplicas: integer(env, "STREAM_REPLICAS", 1, 1, 5),
+    tradingMaxAgeMs,
+    tradingMaxBytes: byteLimit(env, "TRADING_MAX_BYTES"),
+    intakeMaxBytes: byteLimit(env, "INTAKE_MAX_BYTES"),
     idempotencyWindowMs: duration(env, "IDEMPOTENCY_WINDOW", "24h", 1_000, 30 * 24 * 3_600_000),
     publishTimeoutMs: duration(env, "PUBLISH_TIMEOUT", "5s", 100, 60_000),
     batchSize,
     // Batches above batchSize only when that much is buffered; off by default (did not pay here: docs/performance.md).
     maxBatchSize,
-    fetchWaitMs: duration(env, "SEQUENCER_FETCH_WAIT", "1s", 10, 60_000),
-    ackWaitMs: duration(env, "SEQUENCER_ACK_WAIT", "30s", 1_000, 3_600_000),
+    fetchWaitMs,
+    // As long as the writer lease: a standby that took over from a frozen writer gets the messages that writer held
+    // once this runs out (the sequencer keeps the messages it works on alive meanwhile).
+    ackWaitMs: duration(env, "SEQUENCER_ACK_WAIT", "10s", 1_000, 3_600_000),
     // A few batches in hand are enough to keep the pipeline fed; more only costs memory (docs/performance.md).
     maxAckPending: integer(env, "SEQUENCER_MAX_ACK_PENDING", 4_000, 1, 1_000_000),
+    writerLeaseTtlMs,
+    // Far above a healthy append (milliseconds) or a slow checkpoint's stall (seconds); a statement stuck longer
+    // fails and is retried instead of holding the writer (and shutdown) behind it.
+    statementTimeoutMs: duration(env, "STATEMENT_TIMEOUT", "30s", 1_000, 3_600_000),
+    queryTimeoutMs: duration(env, "QUERY_TIMEOUT", "10s", 500, 3_600_000),
     bodyLimitBytes: integer(env, "BODY_LIMIT_BYTES", 16_384, 256, 10_485_760),
     // 50/s with a burst of 50 per user: far above what a person or a normal client sends, and a burst like 120
     // orders at once is cut after the 50th (README, "Limits").
@@ -283,5 +354,6 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     failpoint: failpoint as Failpoint | undefined,
     failpointAfter: integer(env, "FAILPOINT_AFTER", 1, 1, 1_000_000),
+    failpointStallMs: env.FAILPOINT_STALL ? duration(env, "FAILPOINT_STALL", "0s", 1, 600_000) : undefined,
   };
 }

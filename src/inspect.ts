@@ -6,7 +6,8 @@
  *
  * `sequencer inspect --verify [--from N]` (verifyLog) walks the whole log from N: it recomputes the digest chain
  * over `events` and compares every event with TRADING's message at its position, and names the first sequenceId
- * where anything differs.
+ * where anything differs. When TRADING's retention limits (TRADING_MAX_AGE / TRADING_MAX_BYTES) removed the start
+ * of TRADING, the walk starts at the first sequenceId TRADING still holds, and says so (docs/storage.md).
  */
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import postgres from "postgres";
@@ -24,7 +25,8 @@ export type Inspection = {
     lastDelivered: number;
     ackFloor: number;
   };
-  trading: { messages: number; lastSeq: number };
+  /** firstSeq: the first position TRADING still holds (lastSeq + 1 when empty, e.g. all removed by its limits). */
+  trading: { messages: number; firstSeq: number; lastSeq: number };
   database: { head: string; count: string; rejected: string } | null;
   /**
    * TRADING's last message compared with the log's event at that position (bytes, subject, the digest in its msg
@@ -65,7 +67,11 @@ export async function inspect(
       lastDelivered: c.delivered.stream_seq,
       ackFloor: c.ack_floor.stream_seq,
     };
-    trading = { messages: t.state.messages, lastSeq: t.state.last_seq };
+    trading = {
+      messages: t.state.messages,
+      firstSeq: t.state.messages > 0 ? t.state.first_seq : t.state.last_seq + 1,
+      lastSeq: t.state.last_seq,
+    };
     if (databaseUrl && t.state.messages > 0) {
       tailMessage = await jsm.streams.getMessage(TRADING_STREAM, { seq: t.state.last_seq });
     }
@@ -83,7 +89,13 @@ export async function inspect(
                (select count(*) from rejected_messages)::text as rejected
         from events`;
       database = row ?? null;
-      if (database && trading.lastSeq > 0 && BigInt(trading.lastSeq) <= BigInt(database.head)) {
+      // Not when TRADING's limits removed every message (nothing to compare: its last position is empty).
+      if (
+        database &&
+        trading.messages > 0 &&
+        trading.lastSeq > 0 &&
+        BigInt(trading.lastSeq) <= BigInt(database.head)
+      ) {
         const at = BigInt(trading.lastSeq);
         const [event] = await sql<{ type: string; payload: string; digest: string }[]>`
           select type, payload, encode(digest, 'hex') as digest from events where sequence_id = ${at.toString()}`;
@@ -154,7 +166,7 @@ export function formatInspection(i: Inspection): string {
   return [
     `SEQUENCE   messages ${i.sequence.messages}  first ${i.sequence.firstSeq}  last ${i.sequence.lastSeq}  bytes ${i.sequence.bytes}`,
     `consumer   ${SEQUENCER_CONSUMER}: pending ${i.consumer.pending}  ack pending ${i.consumer.ackPending}  redelivered ${i.consumer.redelivered}  last delivered ${i.consumer.lastDelivered}  ack floor ${i.consumer.ackFloor}`,
-    `TRADING    messages ${i.trading.messages}  last ${i.trading.lastSeq}${
+    `TRADING    messages ${i.trading.messages}  first ${i.trading.firstSeq}  last ${i.trading.lastSeq}${
       i.tail === null
         ? ""
         : i.tail.difference === null
@@ -191,17 +203,22 @@ async function nextWithin<T>(iterator: AsyncIterator<T>, ms: number): Promise<T 
 }
 
 /**
- * Walks `events` from `from` (keyset pages) and TRADING from the same position (an ordered consumer) in step, up
- * to the heads both had when it started. For each event: the digest chained from the previous one (starting from
- * row from-1's stored digest) must equal the stored digest, and TRADING's message at that position must carry
+ * Walks `events` from `requested` (keyset pages) and TRADING from the same position (an ordered consumer) in step,
+ * up to the heads both had when it started. For each event: the digest chained from the previous one (starting
+ * from row from-1's stored digest) must equal the stored digest, and TRADING's message at that position must carry
  * the same bytes and subject and a msg id carrying the digest's first 32 hex characters (tradingDifference).
  * Names the first sequenceId where anything differs. Reads the database directly: it needs DATABASE_URL (PGlite
  * belongs to the running service).
+ *
+ * When TRADING no longer holds `requested` (its retention limits removed the older messages), the walk starts at
+ * the first position TRADING holds, and the answer says so: the events before it are in PostgreSQL only, with
+ * nothing on TRADING to compare them with. A message the limits remove while the walk runs is skipped (and
+ * counted in the answer); one missing at or above TRADING's first position is a mismatch.
  */
 export async function verifyLog(
   natsUrl: string,
   databaseUrl: string | undefined,
-  from: bigint,
+  requested: bigint,
   identity: NatsIdentity = {},
 ): Promise<Verification> {
   if (!databaseUrl) {
@@ -209,7 +226,7 @@ export async function verifyLog(
       "inspect --verify reads the events table: set DATABASE_URL (PGlite belongs to the running service)",
     );
   }
-  if (from < 1n) throw new Error("--from must be a sequenceId (1 or more)");
+  if (requested < 1n) throw new Error("--from must be a sequenceId (1 or more)");
   const mismatch = (sequenceId: bigint, detail: string): Verification => ({
     state: "MISMATCH",
     sequenceId: sequenceId.toString(),
@@ -223,8 +240,21 @@ export async function verifyLog(
   let messages: { close(): Promise<unknown> } | undefined;
   let published: AsyncIterator<JsMsg> | undefined;
   try {
-    const info = (await (await jetstreamManager(nc)).streams.info(TRADING_STREAM)).state;
+    const jsm = await jetstreamManager(nc);
+    /** TRADING's first position now (last + 1 when it is empty, e.g. after its limits removed everything). */
+    const tradingFirstNow = async () => {
+      const state = (await jsm.streams.info(TRADING_STREAM)).state;
+      return BigInt(state.messages > 0 ? state.first_seq : state.last_seq + 1);
+    };
+    const info = (await jsm.streams.info(TRADING_STREAM)).state;
     const tradingLast = BigInt(info.last_seq);
+    const tradingFirst = BigInt(info.messages > 0 ? info.first_seq : info.last_seq + 1);
+    // The events before TRADING's first position have nothing on TRADING to be compared with: start there.
+    const from = tradingFirst > requested ? tradingFirst : requested;
+    const trimmed =
+      from > requested
+        ? `TRADING no longer holds ${requested}..${from - 1n} (removed by its retention limits; they are in PostgreSQL, GET /events): walked from ${from}; `
+        : "";
     const [h] = await sql<{ head: string }[]>`select coalesce(max(sequence_id), 0)::text as head from events`;
     const head = BigInt(h?.head ?? "0");
     let chainedFrom = ZERO_DIGEST;
@@ -236,9 +266,8 @@ export async function verifyLog(
       chainedFrom = before.digest;
     }
     const chain = new DigestChain(chainedFrom);
-    // TRADING from `from` (or its first message, if older ones were removed) to its last one.
-    const tradingFirst = BigInt(info.messages > 0 ? info.first_seq : info.last_seq + 1);
-    const tradingFrom = from > tradingFirst ? from : tradingFirst;
+    // TRADING from `from` (at or after its first message) to its last one.
+    const tradingFrom = from;
     if (tradingFrom <= tradingLast) {
       const consumer = await jetstream(nc).consumers.get(TRADING_STREAM, {
         deliver_policy: DeliverPolicy.StartSequence,
@@ -252,6 +281,12 @@ export async function verifyLog(
     let expected = from;
     /** TRADING messages with the log's bytes and msg id = sequenceId: published before the digest chain existed. */
     let withoutDigest = 0;
+    /** TRADING's first position as last seen: below it, its limits removed the messages during this walk. */
+    let floor = tradingFrom;
+    /** Messages the limits removed during the walk (skipped, not compared). */
+    let removedMeanwhile = 0;
+    /** A message read ahead (past a removed one), for the position it is at. */
+    let held: JsMsg | undefined;
     while (expected <= head) {
       // (`id`, not `sequence_id`: ORDER BY would take the text column of that name and sort "10" before "2".)
       const page = await sql<{ id: string; type: string; payload: string; digest: string }[]>`
@@ -268,9 +303,17 @@ export async function verifyLog(
             `its stored digest ${row.digest} does not follow from its payload and the previous digest (the payload or the digest was changed)`,
           );
         }
-        if (published && sequenceId >= tradingFrom && sequenceId <= tradingLast) {
-          const message = await nextWithin(published, 10_000);
-          if (!message || BigInt(message.seq) !== sequenceId) {
+        if (published && sequenceId >= tradingFrom && sequenceId < floor && sequenceId <= tradingLast) {
+          removedMeanwhile++;
+        } else if (published && sequenceId >= tradingFrom && sequenceId <= tradingLast) {
+          const message = held ?? (await nextWithin(published, 10_000));
+          held = undefined;
+          // Past this position, or none: removed by TRADING's limits since the walk started, or missing.
+          if (!message || BigInt(message.seq) > sequenceId) floor = await tradingFirstNow();
+          if (floor > sequenceId) {
+            removedMeanwhile++;
+            held = message;
+          } else if (!message || BigInt(message.seq) !== sequenceId) {
             problems.push(`TRADING has no message at ${sequenceId}`);
           } else {
             const read = { subject: message.subject, data: message.data, header: message.headers };
@@ -294,6 +337,10 @@ export async function verifyLog(
     const checked = head >= from ? `events ${from}..${head}` : `no events from ${from} (head ${head})`;
     const onTrading =
       tradingLast >= tradingFrom ? `TRADING ${tradingFrom}..${tradingLast}` : "nothing on TRADING to compare";
+    const removed =
+      removedMeanwhile > 0
+        ? `; ${removedMeanwhile} TRADING messages were removed by its retention limits during the walk (not compared)`
+        : "";
     const behind = tradingLast < head ? `; ${head - tradingLast} events not yet on TRADING` : "";
     const legacy =
       withoutDigest > 0
@@ -302,7 +349,7 @@ export async function verifyLog(
     return {
       state: "OK",
       sequenceId: null,
-      detail: `${checked} chain intact, ${onTrading} match${behind}${legacy} (head digest ${chain.head})`,
+      detail: `${trimmed}${checked} chain intact, ${onTrading} match${removed}${behind}${legacy} (head digest ${chain.head})`,
     };
   } finally {
     // Ending the iteration first, as a `for await` would: close() waits for the iterator to finish.

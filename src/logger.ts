@@ -1,7 +1,8 @@
 /**
  * Structured JSON logs (pino) on stderr, behind a small interface so the use cases do not depend on pino.
  * Fields carry the ids a reader greps for (referenceId, sequenceId, streamSeq); bigint values are written as
- * decimal strings and errors as {name, message}. Writes are synchronous: the last lines before a crash matter.
+ * decimal strings and errors as {name, message, code, cause} (the cause chain says what actually failed under a
+ * wrapper). Writes are synchronous: the last lines before a crash matter.
  */
 import pino from "pino";
 
@@ -14,12 +15,28 @@ export type Logger = {
   child(fields: Fields): Logger;
 };
 
+/**
+ * An error as a log field. A query builder's "Failed query: <statement> params: <values>" keeps only the
+ * statement's start: the values are request data, and the cause underneath names the failure.
+ */
+function describeError(error: Error, depth = 0): Fields {
+  const failedQuery = /^Failed query: ([\s\S]*?)\nparams: [\s\S]*$/.exec(error.message);
+  const message = failedQuery
+    ? `Failed query: ${(failedQuery[1] ?? "").replace(/\s+/g, " ").trim().slice(0, 120)}`
+    : error.message;
+  const out: Fields = { name: error.name, message };
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" || typeof code === "number") out.code = code;
+  if (error.cause instanceof Error && depth < 4) out.cause = describeError(error.cause, depth + 1);
+  return out;
+}
+
 function plain(fields: Fields | undefined): Fields | undefined {
   if (!fields) return undefined;
   const out: Fields = {};
   for (const [key, value] of Object.entries(fields)) {
     if (typeof value === "bigint") out[key] = value.toString();
-    else if (value instanceof Error) out[key] = { name: value.name, message: value.message };
+    else if (value instanceof Error) out[key] = describeError(value);
     else out[key] = value;
   }
   return out;

@@ -109,6 +109,9 @@ async function provision(
         duplicateWindowMs: config.duplicateWindowMs,
         ackWaitMs: config.ackWaitMs,
         maxAckPending: config.maxAckPending,
+        tradingMaxAgeMs: config.tradingMaxAgeMs,
+        tradingMaxBytes: config.tradingMaxBytes,
+        intakeMaxBytes: config.intakeMaxBytes,
       });
       // The buckets are the API's alone: the sequencer role may not even read their info.
       if (buckets) {
@@ -161,13 +164,26 @@ function permissionMessage(error: unknown): string {
   );
 }
 
-/** FAILPOINT: die abruptly (SIGKILL, no cleanup) at a named point, as a crash would. Tests only. */
+/**
+ * FAILPOINT: die abruptly (SIGKILL, no cleanup) at a named point, as a crash would — or, with FAILPOINT_STALL,
+ * block the event loop that long there, once, as a hung process would. Tests only.
+ */
 function failpointHook(config: Config, log: Logger): FailpointHook | undefined {
-  const { failpoint, failpointAfter } = config;
+  const { failpoint, failpointAfter, failpointStallMs } = config;
   if (!failpoint) return undefined;
   let reached = 0;
   return (point, head) => {
     if (point !== failpoint || ++reached < failpointAfter) return;
+    if (failpointStallMs !== undefined) {
+      if (reached !== failpointAfter) return;
+      log.error("FAILPOINT reached: blocking the event loop", { failpoint, ms: failpointStallMs });
+      const until = Date.now() + failpointStallMs;
+      while (Date.now() < until) {
+        // Busy on purpose: no timer, no I/O, no heartbeat runs meanwhile.
+      }
+      log.error("FAILPOINT: event loop free again", { failpoint, head: head.toString() });
+      return;
+    }
     log.error("FAILPOINT reached: killing this process", {
       failpoint,
       batch: reached,
@@ -229,7 +245,11 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     });
   }
 
-  const database = await openDatabase({ url: config.databaseUrl, pgliteDir: `${config.dataDir}/pg` });
+  const database = await openDatabase({
+    url: config.databaseUrl,
+    pgliteDir: `${config.dataDir}/pg`,
+    statementTimeoutMs: config.queryTimeoutMs,
+  });
   await withRetry(log, "database migration", () => database.migrate());
   // PGlite creates a new database's files with explicit modes that the umask does not reach.
   if (!config.databaseUrl) secureDataDir(config.dataDir);
@@ -241,7 +261,13 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   let sequencerDone: Promise<void> = Promise.resolve();
   if (runSequencer) {
     const writerLease: WriterLease = config.databaseUrl
-      ? new PostgresWriterLease(config.databaseUrl, log.child({ component: "writer-lock" }))
+      ? new PostgresWriterLease(config.databaseUrl, log.child({ component: "writer-lock" }), {
+          ttlMs: config.writerLeaseTtlMs,
+          pollMs: 500,
+          heartbeatMs: Math.min(1_000, Math.floor(config.writerLeaseTtlMs / 5)),
+          statementTimeoutMs: config.statementTimeoutMs,
+          holder: `${hostname()}:${process.pid}`,
+        })
       : new InProcessWriterLease(database.db);
     lease = writerLease;
     const seqNc = sequencerNc as NatsConnection;
@@ -264,6 +290,7 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
           fetchWaitMs: config.fetchWaitMs,
           catchUpPageSize: 1000,
           keepAliveMs: Math.max(250, Math.floor(config.ackWaitMs / 3)),
+          alive: () => writerLease.alive(),
         },
         sequencerLog,
         undefined,
@@ -293,14 +320,15 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     } catch (error) {
       checks.database = { ok: false, detail: error instanceof Error ? error.message : String(error) };
     }
+    if (intakePublisher) {
+      const full = intakePublisher.fullness();
+      checks.intake = full === null ? { ok: true } : { ok: false, detail: full };
+    }
     if (workerLease) {
       checks.workerId = { ok: workerLease.isHeld(), detail: `leased worker id ${workerLease.workerId}` };
     }
     if (runSequencer) {
-      checks.leader = {
-        ok: leadership.leader,
-        detail: leadership.leader ? "holds the writer lock" : "standby",
-      };
+      checks.leader = { ok: leadership.leader, detail: lease?.describe() ?? "standby" };
       const status = leadership.term?.sequencer.status();
       checks.sequencer = status
         ? { ok: status.tradingInSync, detail: status.lastError ?? `head ${status.head}` }
@@ -328,21 +356,24 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   const canMint = () => apiUp() && (workerLease?.isHeld() ?? true);
   if (tokens) log.info("snowflake worker id", { workerId, leased: workerLease !== undefined });
 
+  const intakePublisher = tokens
+    ? new JetStreamIntakePublisher(js, config.publishTimeoutMs, canMint, (seconds) =>
+        metrics.publishSeconds.observe(seconds),
+      )
+    : undefined;
   const httpLog = log.child({ component: "http" });
   // The API role serves everything; the sequencer-only role serves just /healthz and /readyz.
   const app = tokens
     ? createHttpApp({
         intake: new IntakeService(
           new SnowflakeGenerator(workerId),
-          new JetStreamIntakePublisher(js, config.publishTimeoutMs, canMint, (seconds) =>
-            metrics.publishSeconds.observe(seconds),
-          ),
+          intakePublisher as JetStreamIntakePublisher,
           await withRetry(log, "idempotency bucket", () =>
             KvIdempotencyStore.open(js, config.idempotencyWindowMs, config.streamReplicas),
           ),
           store,
         ),
-        pending: new JetStreamIntakeLookup(js, jsm),
+        pending: new JetStreamIntakeLookup(jsm),
         tokens,
         store,
         readiness,

@@ -68,3 +68,25 @@ export class IdempotencyRecordRejected extends Error {
     super("the record stored for this Idempotency-Key cannot be used; retry with a new Idempotency-Key");
   }
 }
+
+/**
+ * The message of the innermost cause: what actually failed. Drivers and query builders wrap errors (drizzle's
+ * "Failed query: <the whole statement> params: <every value>"), which is neither readable on a status page nor
+ * fit for one (it carries request data); the driver's own error underneath says what is wrong.
+ */
+export function rootMessage(error: unknown): string {
+  let current = error;
+  for (let depth = 0; depth < 8 && current instanceof Error && current.cause !== undefined; depth++) {
+    current = current.cause;
+  }
+  return current instanceof Error ? current.message : String(current);
+}
+
+/**
+ * The intake store refused the write for want of space (SEQUENCE at INTAKE_MAX_BYTES, or the broker's store
+ * full): the request is not accepted (503), nothing is lost, and it works again once the sequencer catches up or
+ * space returns. Raised by the intake publisher.
+ */
+export class IntakeFullError extends Error {
+  override readonly name = "IntakeFullError";
+}

@@ -25,6 +25,7 @@ import {
   ConflictError,
   ForbiddenError,
   IdempotencyRecordRejected,
+  IntakeFullError,
   InvalidInputError,
   UnavailableError,
 } from "./errors.ts";
@@ -188,6 +189,12 @@ export class IntakeService {
     try {
       await this.publisher.publish(event);
     } catch (error) {
+      if (error instanceof IntakeFullError) {
+        // Not an outage: the sequencer is behind or stopped (or the broker's disk is full); give it time.
+        throw new UnavailableError(`the order intake is full (${error.message}); retry later`, 5, {
+          cause: error,
+        });
+      }
       throw new UnavailableError("the request could not be written to the intake stream; retry later", 1, {
         cause: error,
       });

@@ -29,7 +29,7 @@
  * batch. TRADING carries it too. When TRADING is found to hold something other than the log (a duplicate PubAck
  * whose stored message is not ours, or TRADING's last message differing from the log's event there when the
  * sequencer catches up), the sequencer stops writing for good (TradingMismatchError): status() names the
- * sequenceId, readiness says not ready, and it stays stopped — holding the writer lock, so that no standby
+ * sequenceId, readiness says not ready, and it stays stopped — holding (and renewing) the writer lease, so that no standby
  * builds on that history either — until an operator has looked (`sequencer inspect --verify`) and restarts it.
  */
 
@@ -49,6 +49,7 @@ import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../do
 import { EMPTY_HEAD, type Head, sequenceBatch } from "../domain/sequencing.ts";
 import type { Logger } from "../logger.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
+import { rootMessage } from "./errors.ts";
 import { DigestChain } from "./log-digest.ts";
 
 export type SequencerOptions = {
@@ -67,6 +68,13 @@ export type SequencerOptions = {
   fetchWaitMs: number;
   /** Page size when republishing missing events to TRADING. */
   catchUpPageSize: number;
+  /**
+   * Called whenever a batch finishes, at every turn of an idle loop (no batch in hand), every retry, and while
+   * stopped on a mismatch: the sign of progress the writer lease is renewed on (WriterLease.alive). A batch that
+   * never finishes (a stuck append) lets the lease run out. The idle loop turns at least every fetchWaitMs, so
+   * that must be well under the lease's TTL.
+   */
+  alive?: () => void;
 };
 
 /**
@@ -134,14 +142,6 @@ function notStarted(batch: readonly IntakeMessage[], release: () => void): Stage
 }
 
 export { TradingMismatchError };
-
-/** Resolves when the signal aborts. */
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener("abort", () => resolve(), { once: true });
-  });
-}
 
 export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError: string | null };
 
@@ -215,6 +215,9 @@ export class Sequencer {
     let incoming: Promise<IntakeMessage[]> | null = null;
     try {
       while (!signal.aborted && this.halted === null) {
+        // Progress is a batch finishing, or having none in hand: a loop that keeps turning (new messages, idle
+        // waits) while its oldest batch is stuck shows none, so a stuck append lets the writer lease run out.
+        if (stages.length === 0) this.alive();
         if (stages.some((stage) => stage.failed)) {
           // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
           // batch at a time, filtered afresh).
@@ -223,6 +226,7 @@ export class Sequencer {
         }
         const oldest = stages[0];
         if (oldest?.settled) {
+          this.alive();
           stages.shift();
           oldest.release();
           continue;
@@ -266,8 +270,24 @@ export class Sequencer {
     // On shutdown mid-retry, or with a wait for messages still open, messages stay unacked: the source hands them
     // back and the next sequencer filters them.
     if (incoming) await incoming;
-    // Stopped on a mismatch: stay (holding the writer lock, reporting status) until shutdown or the lock is lost.
-    if (this.halted !== null) await aborted(signal);
+    // Stopped on a mismatch: stay (holding the writer lease, reporting status) until shutdown or the lease is lost.
+    while (this.halted !== null && !signal.aborted) {
+      this.alive();
+      await sleep(this.options.fetchWaitMs, signal);
+    }
+  }
+
+  private alive(): void {
+    this.options.alive?.();
+  }
+
+  /** Waits delayMs, still showing progress at least every fetchWaitMs (a backoff longer than the lease is fine). */
+  private async backOff(delayMs: number, signal: AbortSignal): Promise<void> {
+    const until = performance.now() + delayMs;
+    for (let left = delayMs; left > 0 && !signal.aborted; left = until - performance.now()) {
+      this.alive();
+      await sleep(Math.min(left, this.options.fetchWaitMs), signal);
+    }
   }
 
   private get maxBatchSize(): number {
@@ -524,7 +544,7 @@ export class Sequencer {
     this.recovered = false;
     if (error instanceof TradingMismatchError) this.halt(error);
     if (this.halted !== null) return 0;
-    this.lastError = error instanceof Error ? error.message : String(error);
+    this.lastError = rootMessage(error);
     const delayMs = backoffDelay(attempt);
     this.log.error("sequencer step failed; retrying", { attempt, delayMs, error });
     return delayMs;
@@ -544,12 +564,13 @@ export class Sequencer {
 
   private async retrying(signal: AbortSignal, step: (attempt: number) => Promise<void>): Promise<void> {
     for (let attempt = 0; !signal.aborted && this.halted === null; attempt++) {
+      this.alive(); // backing off on purpose is progress: a standby would meet the same failure
       try {
         await step(attempt);
         return;
       } catch (error) {
         const delayMs = this.noteFailure(error, attempt);
-        if (this.halted === null) await sleep(delayMs, signal);
+        if (this.halted === null) await this.backOff(delayMs, signal);
       }
     }
   }

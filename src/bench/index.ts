@@ -32,7 +32,8 @@ import {
 import { killAll } from "./processes.ts";
 import { formatProfile } from "./profile.ts";
 import { Progress } from "./progress.ts";
-import { type RunResult, renderTable, summarize } from "./report.ts";
+import { type RunResult, renderSoak, renderTable, summarize } from "./report.ts";
+import { measureSoak, type SoakResult } from "./soak.ts";
 
 const RESULTS_DIR = resolve(import.meta.dir, "../../bench/results");
 /** Temp dirs of this run (child logs, data), removed on exit — also after Ctrl-C. */
@@ -126,7 +127,9 @@ async function bench(opts: BenchOptions): Promise<void> {
     (opts.phases.has("raw") ? 2 : 0) +
     (opts.phases.has("drain") ? 2 : 0) +
     (opts.phases.has("e2e") ? 1 : 0);
-  const progress = new Progress(1 + opts.runs * phaseSteps + (opts.profile ? 2 : 0));
+  // The soak runs once, after the repeated phases: a capacity step (unless --soak-rate) and the soak itself.
+  const soakSteps = opts.phases.has("soak") ? (opts.soakRate === undefined ? 2 : 1) : 0;
+  const progress = new Progress(1 + opts.runs * phaseSteps + soakSteps + (opts.profile ? 2 : 0));
   progress.step("starting nats-server and PostgreSQL");
 
   const nats: NatsServerHandle | undefined = process.env.NATS_URL ? undefined : await startNats();
@@ -187,6 +190,7 @@ async function bench(opts: BenchOptions): Promise<void> {
     generator,
     progress,
     infraCpu,
+    postmasterPid: postmaster && postmaster > 1 ? postmaster : undefined,
   };
 
   const natsVersion = nc.info?.version ? `nats-server v${nc.info.version}` : "nats-server";
@@ -202,6 +206,7 @@ async function bench(opts: BenchOptions): Promise<void> {
 
   const runs: RunResult[] = [];
   const profiles: { api?: IngestResult["profile"]; sequencer?: DrainResult["profile"] } = {};
+  let soak: SoakResult | undefined;
   try {
     for (let run = 1; run <= opts.runs; run++) {
       const tag = opts.runs > 1 ? ` (run ${run}/${opts.runs})` : "";
@@ -247,6 +252,10 @@ async function bench(opts: BenchOptions): Promise<void> {
         result.e2e = e2e;
       }
       runs.push(result);
+    }
+    if (opts.phases.has("soak")) {
+      soak = await measureSoak(ctx);
+      progress.note(`soak: ${cpuLine(soak.cpu.corePct, soak.cpu.machineBusyPct)}`);
     }
     if (opts.profile) {
       const dir = (role: string) => {
@@ -306,10 +315,14 @@ async function bench(opts: BenchOptions): Promise<void> {
     targets: summary.targets,
     runs,
     ...(opts.profile ? { profiles } : {}),
+    ...(soak ? { soak } : {}),
   };
   mkdirSync(dirname(jsonPath), { recursive: true });
   writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
-  process.stdout.write(`\n${table}\n`);
+  // The phases' table when any of them ran; with --only soak, just the header above the soak's tables.
+  const ranPhases = [...opts.phases].some((phase) => phase !== "soak");
+  process.stdout.write(`\n${ranPhases ? table : header.join("\n")}\n`);
+  if (soak) process.stdout.write(`\n${renderSoak(soak)}\n`);
   for (const [role, profile] of Object.entries(profiles)) {
     if (!profile) continue;
     process.stdout.write(

@@ -2,8 +2,12 @@
 import { parseArgs } from "node:util";
 import type { GeneratorKind } from "./loadgen/index.ts";
 
+/** The phases of a default run. */
 export const PHASES = ["ingest", "raw", "drain", "e2e"] as const;
-export type Phase = (typeof PHASES)[number];
+/** Phases run only when named in --only: the soak takes ten minutes by default. */
+export const OPTIONAL_PHASES = ["soak"] as const;
+export type Phase = (typeof PHASES)[number] | (typeof OPTIONAL_PHASES)[number];
+const ALL_PHASES: readonly Phase[] = [...PHASES, ...OPTIONAL_PHASES];
 
 export type BenchOptions = {
   quick: boolean;
@@ -19,6 +23,15 @@ export type BenchOptions = {
   e2eRate: number;
   e2eWarmupMs: number;
   e2eDurationMs: number;
+  /** Soak: how long the open-loop load runs (fractional minutes allowed, for smoke runs). */
+  soakMinutes: number;
+  /** Soak: one table row (RSS samples, latency percentiles) per this many ms; 60 000 = per minute. */
+  soakIntervalMs: number;
+  /** Soak: offered req/s; undefined = half the sustained capacity measured at the start of the phase. */
+  soakRate: number | undefined;
+  /** Soak: the capacity measurement's closed-loop warm-up and measured window. */
+  soakCapacityWarmupMs: number;
+  soakCapacityMs: number;
   /** Repeat every measurement this many times (interleaved) and report medians. */
   runs: number;
   /** Profile the sequencer (bun --cpu-prof) during one extra drain. */
@@ -39,7 +52,8 @@ export type BenchOptions = {
 export const BENCH_USAGE = `usage: sequencer bench [--quick] [--json <path>] [--runs <n>] [--generator wrk|bun]
                        [--concurrency <n>] [--duration <s>] [--warmup <s>] [--drain-events <n>]
                        [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
-                       [--only ingest,raw,drain,e2e] [--profile] [--pg-fast] [--quiet-below <% busy>]
+                       [--only ingest,raw,drain,e2e,soak] [--soak-minutes <n>] [--soak-rate <req/s>]
+                       [--soak-interval <s>] [--profile] [--pg-fast] [--quiet-below <% busy>]
                        [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]`;
 
 export class BenchUsageError extends Error {}
@@ -65,6 +79,9 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       "drain-events": { type: "string" },
       "e2e-rate": { type: "string" },
       "e2e-duration": { type: "string" },
+      "soak-minutes": { type: "string" },
+      "soak-rate": { type: "string" },
+      "soak-interval": { type: "string" },
       runs: { type: "string" },
       only: { type: "string" },
       profile: { type: "boolean", default: false },
@@ -81,7 +98,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
   }
   const phases = new Set<Phase>();
   for (const name of (values.only ?? PHASES.join(",")).split(",")) {
-    if (!PHASES.includes(name as Phase)) throw new BenchUsageError(`--only: unknown phase ${name}`);
+    if (!ALL_PHASES.includes(name as Phase)) throw new BenchUsageError(`--only: unknown phase ${name}`);
     phases.add(name as Phase);
   }
   const serviceEnv: Record<string, string> = {};
@@ -105,6 +122,11 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     e2eRate: positive("--e2e-rate", values["e2e-rate"], quick ? 500 : 5_000),
     e2eWarmupMs: quick ? 500 : 3_000,
     e2eDurationMs: seconds("--e2e-duration", values["e2e-duration"], quick ? 2 : 20),
+    soakMinutes: positive("--soak-minutes", values["soak-minutes"], quick ? 0.25 : 10),
+    soakIntervalMs: seconds("--soak-interval", values["soak-interval"], quick ? 3 : 60),
+    soakRate: values["soak-rate"] === undefined ? undefined : positive("--soak-rate", values["soak-rate"], 0),
+    soakCapacityWarmupMs: quick ? 1_000 : 3_000,
+    soakCapacityMs: quick ? 3_000 : 20_000,
     runs: Math.round(positive("--runs", values.runs, 1)),
     profile: values.profile ?? false,
     phases,

@@ -50,12 +50,14 @@ export type Ctx = {
   progress: Progress;
   /** CPU readers for nats-server and PostgreSQL, when they run on this machine. */
   infraCpu: CpuGroups;
+  /** The PostgreSQL postmaster, when it runs on this machine (the soak reads its tree's memory). */
+  postmasterPid: number | undefined;
 };
 
 /** What the machine looked like just before a measurement (see waitForQuiet). */
 export type Quiet = { waitedS: number; busyPct: number };
 
-async function quiet(ctx: Ctx): Promise<Quiet> {
+export async function quiet(ctx: Ctx): Promise<Quiet> {
   const q = await waitForQuiet(ctx.opts.quietBelowPct, 120_000);
   if (ctx.opts.quietBelowPct > 0 && q.busyPct >= ctx.opts.quietBelowPct) {
     ctx.progress.note(
@@ -87,7 +89,7 @@ export async function mintBenchTokens(tokens: { mint(userId: bigint): Promise<st
   return Promise.all(Array.from({ length: BENCH_USERS }, (_, i) => tokens.mint(BigInt(1 + i))));
 }
 
-function target(ctx: Ctx, port: number): Target {
+export function target(ctx: Ctx, port: number): Target {
   return {
     url: `http://127.0.0.1:${port}/orders`,
     headers: { "content-type": "application/json" },
@@ -96,7 +98,7 @@ function target(ctx: Ctx, port: number): Target {
   };
 }
 
-function serviceEnv(ctx: Ctx, extra: Record<string, string>): Record<string, string> {
+export function serviceEnv(ctx: Ctx, extra: Record<string, string>): Record<string, string> {
   return {
     NATS_URL: ctx.natsUrl,
     AUTH_SECRET: ctx.secret,

@@ -66,6 +66,11 @@ export function spawnService(
   );
 }
 
+/** `sequencer provision` (the admin role creates the topology an authenticated broker's runtime roles may not). */
+export async function provision(env: Record<string, string>, logDir: string): Promise<void> {
+  await exitedOk(spawnChild("provision", [CLI, "provision"], env, logDir));
+}
+
 export function spawnBaseline(
   script: string,
   args: string[],
@@ -122,6 +127,21 @@ export function peakRssMb(pid: number): number {
   const kb = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1];
   if (!kb) throw new Error(`no VmHWM in /proc/${pid}/status`);
   return Number(kb) / 1024;
+}
+
+/** The resident-set figures of /proc/<pid>/status, in MB; null once the process is gone. */
+export type Residency = { vmRss: number; anon: number; file: number; shmem: number };
+
+export function residencyMb(pid: number): Residency | null {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return null;
+  }
+  const mb = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, "m").exec(status)?.[1] ?? 0) / 1024;
+  return { vmRss: mb("VmRSS"), anon: mb("RssAnon"), file: mb("RssFile"), shmem: mb("RssShmem") };
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux

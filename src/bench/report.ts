@@ -3,6 +3,7 @@
  * side-by-side figures drift less than absolute ones), the flat `figures` map, the issue's targets, and the table.
  */
 import type { DrainResult, E2eResult, IngestResult, RawResult } from "./phases.ts";
+import { clock, SOAK_GROWTH_LIMIT_PCT, type SoakResult } from "./soak.ts";
 import { median } from "./stats.ts";
 
 export type RunResult = {
@@ -179,4 +180,97 @@ export function renderTable(summary: Summary, header: string[], e2eRate: number,
   table.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
   const note = runs > 1 ? `medians of ${runs} runs; ratios are per-run ratios' medians` : "one run";
   return [...header, `(${note})`, "", ...table].join("\n");
+}
+
+/** Rows of cells as aligned columns, a rule under the first; `right` says which columns are right-aligned. */
+function columns(rows: string[][], right: (col: number) => boolean): string[] {
+  const widths = rows[0]?.map((_, col) => Math.max(...rows.map((row) => (row[col] ?? "").length))) ?? [];
+  const line = (row: string[]) =>
+    row
+      .map((cell, col) => (right(col) ? cell.padStart(widths[col] ?? 0) : cell.padEnd(widths[col] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  const lines = rows.map(line);
+  lines.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
+  return lines;
+}
+
+const signed = (v: number, digits: number) => `${v >= 0 ? "+" : ""}${v.toFixed(digits)}`;
+
+/** The soak's tables: a row per interval, the memory trend per process with its verdict, and the G1–G4 checks. */
+export function renderSoak(soak: SoakResult): string {
+  const processes = Object.keys(soak.rows[0]?.rssMb ?? {});
+  const perInterval = columns(
+    [
+      [
+        "row",
+        "at",
+        "accepted",
+        "non-2xx/failed/skipped",
+        "sequenced",
+        "HTTP p99 ms",
+        "accept→TRADING p50 ms",
+        "p99 ms",
+        ...processes.map((p) => `${p} MB`),
+      ],
+      ...soak.rows.map((r) => [
+        String(r.n),
+        clock(r.atS),
+        int(r.accepted),
+        `${r.non2xx}/${r.failed}/${r.skipped}`,
+        int(r.sequenced),
+        ms(r.httpP99Ms),
+        ms(r.toTradingP50Ms),
+        ms(r.toTradingP99Ms),
+        ...processes.map((p) => int(r.rssMb[p])),
+      ]),
+    ],
+    (col) => col !== 1 && col !== 0,
+  );
+  const second = soak.rows[1];
+  const last = soak.rows[soak.rows.length - 1];
+  const target = `growth ≤ ${SOAK_GROWTH_LIMIT_PCT} %`;
+  const trend = soak.trends
+    ? columns(
+        [
+          [
+            "process",
+            `RSS MB at ${clock(second?.atS ?? 0)}`,
+            `RSS MB at ${clock(last?.atS ?? 0)}`,
+            "slope MB/min",
+            "growth",
+            target,
+          ],
+          ...soak.trends.map((t) => [
+            t.process,
+            t.secondMb.toFixed(1),
+            t.lastMb.toFixed(1),
+            signed(t.slopeMbPerMin, 2),
+            `${signed(t.growthPct, 1)} %`,
+            t.pass ? "PASS" : "FAIL",
+          ]),
+        ],
+        (col) => col >= 1 && col <= 4,
+      )
+    : [`memory trend: needs at least 3 rows (got ${soak.rows.length}); no verdict`];
+  const checks = columns(
+    [["outcome", "", "detail"], ...soak.checks.map((c) => [c.name, c.ok ? "PASS" : "FAIL", c.detail])],
+    () => false,
+  );
+  const t = soak.totals;
+  return [
+    `soak — ${soak.minutes} min at ${int(soak.rate)} req/s, open loop (fixed schedule; a row per ${soak.intervalS} s)`,
+    `rate: ${soak.rateSource}`,
+    `broker: ${soak.broker}; HTTP: a JWT per request, the per-user rate limit on`,
+    "HTTP p99: from each request's due time to its answer (every answer); accept→TRADING: from the 2xx answer to the event's arrival on a trading.> subscriber",
+    "RSS: VmRSS at the end of each row's interval; postgres = the postmaster and its children, private memory of each plus shared memory once",
+    `totals: ${int(t.due)} due, ${int(t.accepted)} accepted, ${t.non2xx} non-2xx, ${t.failed} failed, ${t.skipped} skipped; ${t.sequencedAfterEnd} events reached TRADING after the load stopped`,
+    "",
+    ...perInterval,
+    "",
+    `memory from the 2nd row to the last (the first interval is warm-up), target: no process grows more than ${SOAK_GROWTH_LIMIT_PCT} %`,
+    ...trend,
+    "",
+    ...checks,
+  ].join("\n");
 }

@@ -2,6 +2,7 @@
  * `sequencer bench --quick` through the CLI, once: it starts its own nats-server and PostgreSQL, runs every phase
  * at tiny sizes, prints the table and writes the JSON. Only that the command works is checked — every figure is a
  * positive number — never a timing threshold (CI machines vary; docs/performance.md has the real figures).
+ * The soak, which a default run leaves out, gets its own smoke run: 12 s, a row per 3 s.
  */
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -36,28 +37,33 @@ const FIGURES = [
   "rss.sequencerMb",
 ];
 
+/** `sequencer bench <args> --json <jsonPath>`, killed after 85 s; throws with both outputs on a non-zero exit. */
+async function bench(args: string[], jsonPath: string): Promise<{ stdout: string; stderr: string }> {
+  const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? dir };
+  if (process.env.PG_BIN) env.PG_BIN = process.env.PG_BIN;
+  // No NATS_URL / DATABASE_URL: the bench starts its own servers.
+  const proc = Bun.spawn([process.execPath, CLI, "bench", ...args, "--json", jsonPath], {
+    env,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const killer = setTimeout(() => proc.kill("SIGKILL"), 85_000);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  clearTimeout(killer);
+  if (code !== 0) throw new Error(`bench exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
+  return { stdout, stderr };
+}
+
 // The benchmark compares designs on a real, durable PostgreSQL; it refuses to run on the PGlite fallback.
 test.skipIf(onPglite)(
   "bench --quick prints the table and writes JSON with every figure a positive number (needs real PostgreSQL)",
   async () => {
     const jsonPath = join(dir, "result.json");
-    const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? dir };
-    if (process.env.PG_BIN) env.PG_BIN = process.env.PG_BIN;
-    // No NATS_URL / DATABASE_URL: the bench starts its own servers.
-    const proc = Bun.spawn([process.execPath, CLI, "bench", "--quick", "--json", jsonPath], {
-      env,
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 85_000);
-    const [stdout, stderr, code] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
-    clearTimeout(killer);
-    if (code !== 0)
-      throw new Error(`bench exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
+    const { stdout, stderr } = await bench(["--quick"], jsonPath);
 
     // The table, with the ratio column and a row per measurement.
     expect(stdout).toContain("ours÷base");
@@ -71,6 +77,8 @@ test.skipIf(onPglite)(
       expect(stdout).toContain(row);
     }
     expect(stdout).toContain(`JSON: ${jsonPath}`);
+    // The soak is not part of a default run.
+    expect(stdout).not.toContain("soak —");
     // Which load generator was used is said.
     expect(stderr).toMatch(/load generator: ingest (wrk|built-in Bun generator)/);
 
@@ -93,6 +101,49 @@ test.skipIf(onPglite)(
     expect(json.targets.length).toBeGreaterThanOrEqual(7);
     expect(json.targets.every((t) => typeof t.met === "boolean")).toBe(true);
     expect(json.runs.length).toBe(1);
+  },
+  90_000,
+);
+
+test.skipIf(onPglite)(
+  "bench --only soak prints a row per interval, each process's memory slope with a verdict, and G1–G4 (needs real PostgreSQL)",
+  async () => {
+    const jsonPath = join(dir, "soak.json");
+    // The capacity measurement included (no --soak-rate): 1 s + 3 s closed loop, then 12 s of soak.
+    const { stdout } = await bench(
+      ["--quick", "--only", "soak", "--soak-minutes", "0.2", "--soak-interval", "3"],
+      jsonPath,
+    );
+    expect(stdout).toMatch(/^rate: half the sustained capacity: TRADING kept up with [\d,]+ events\/s/m);
+    // Rows 1..4 (3 s each): "<n>  0:0<s>  <accepted> …".
+    for (const [n, at] of [
+      [1, "0:03"],
+      [2, "0:06"],
+      [3, "0:09"],
+      [4, "0:12"],
+    ])
+      expect(stdout).toMatch(new RegExp(`^${n}\\s+${at}\\s+[\\d,]+\\s`, "m"));
+    for (const name of ["api", "sequencer", "nats", "postgres"])
+      expect(stdout).toMatch(
+        new RegExp(`^${name}\\s+[\\d.]+\\s+[\\d.]+\\s+[+-][\\d.]+\\s+[+-][\\d.]+ %\\s+(PASS|FAIL)$`, "m"),
+      );
+    for (const check of ["G1 no loss", "G2 no duplicates", "G3 no gaps", "G4 no phantom"])
+      expect(stdout).toMatch(new RegExp(`^${check}\\s+(PASS|FAIL)\\s`, "m"));
+    // Only the soak ran: no phases' table.
+    expect(stdout).not.toContain("ours÷base");
+
+    const json = JSON.parse(readFileSync(jsonPath, "utf8")) as {
+      soak: { rows: { rssMb: Record<string, number> }[]; trends: { process: string }[]; checks: unknown[] };
+    };
+    expect(json.soak.rows.length).toBe(4);
+    expect(Object.keys(json.soak.rows[0]?.rssMb ?? {}).sort()).toEqual([
+      "api",
+      "nats",
+      "postgres",
+      "sequencer",
+    ]);
+    expect(json.soak.trends.map((t) => t.process).sort()).toEqual(["api", "nats", "postgres", "sequencer"]);
+    expect(json.soak.checks.length).toBe(4);
   },
   90_000,
 );

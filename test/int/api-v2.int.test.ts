@@ -768,7 +768,7 @@ describe("Idempotency-Key: completing a first attempt that did not finish", () =
       tokens: h.tokens,
       metrics: new Metrics(),
       store: h.store,
-      pending: new JetStreamIntakeLookup(h.js, h.jsm),
+      pending: new JetStreamIntakeLookup(h.jsm),
       readiness: async () => ({}),
       bodyLimitBytes: 16_384,
       limits: HARNESS_LIMITS,

@@ -1203,7 +1203,7 @@ describe("startService (role api) over HTTP", () => {
       const details = await fetch(`${service.opsUrl}/readyz`);
       expect(await details.json()).toEqual({
         status: "ready",
-        checks: { nats: { ok: true }, database: { ok: true } },
+        checks: { nats: { ok: true }, database: { ok: true }, intake: { ok: true } },
       });
       const reader = {
         headers: { authorization: `Bearer ${await service.tokens?.mint(1n, { role: "reader" })}` },

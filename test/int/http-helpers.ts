@@ -114,7 +114,7 @@ export async function startHarness(
       intake,
       tokens,
       store,
-      pending: new JetStreamIntakeLookup(js, jsm),
+      pending: new JetStreamIntakeLookup(jsm),
       metrics,
       readiness: () => readiness(),
       bodyLimitBytes: options.bodyLimitBytes ?? 16_384,

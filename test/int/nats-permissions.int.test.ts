@@ -123,7 +123,7 @@ describe("the service's roles do their work with nothing more than their own per
       expect(res.status).toBe(202);
       answers.push((await res.json()) as { referenceId: string });
     }
-    // An unknown reference makes the API scan the SEQUENCE tail (its headers-only reader).
+    // An unknown reference makes the API read the waiting SEQUENCE messages (message gets).
     expect((await fetch(`${api.url}/references/1`, { headers })).status).toBe(404);
     const reader = await as("reader");
     const jsm = await jetstreamManager(reader);

@@ -1,8 +1,8 @@
 /**
  * Provisioning against the real services: JetStream topology (streams SEQUENCE and TRADING, durable consumer
- * `sequencer`) is created, left alone, updated in place, or refused; database migrations are serialized across
- * concurrently opened instances by the advisory lock, and the constraints they create hold. PGlite migrates
- * idempotently and keeps its data on disk across a close and reopen.
+ * `sequencer`) is created, left alone, updated in place (storage limits too), or refused; database migrations are
+ * serialized across concurrently opened instances by the advisory lock, and the constraints they create hold.
+ * PGlite migrates idempotently and keeps its data on disk across a close and reopen.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   AckPolicy,
+  DeliverPolicy,
   DiscardPolicy,
   type JetStreamClient,
   type JetStreamManager,
@@ -31,6 +32,7 @@ import {
   TRADING_STREAM,
 } from "../../src/adapters/nats/topology.ts";
 import { getPostgres, type NatsServerHandle, onPglite, startNats } from "../support/services.ts";
+import { waitFor } from "../support/stack.ts";
 
 const TIMEOUT = 30_000;
 /** One row in drizzle.__drizzle_migrations per migration file (drizzle/meta/_journal.json). */
@@ -72,7 +74,10 @@ describe("ensureTopology against nats-server", () => {
     expect(config.name).toBe(name);
     expect(config.subjects).toEqual([subject]);
     expect(config.storage).toBe(StorageType.File);
-    expect(config.retention).toBe(RetentionPolicy.Limits);
+    // SEQUENCE keeps a message only until the sequencer acked it; TRADING keeps everything (the replay source).
+    expect(config.retention).toBe(
+      name === INTAKE_STREAM ? RetentionPolicy.Workqueue : RetentionPolicy.Limits,
+    );
     expect(config.discard).toBe(DiscardPolicy.New);
     expect(config.duplicate_window).toBe(nanos(duplicateWindowMs));
   };
@@ -147,6 +152,174 @@ describe("ensureTopology against nats-server", () => {
       await ensureTopology(jsm, SECOND);
       expect(await snapshot()).toEqual(before);
       await expectConsumer(SECOND);
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "storage limits are applied in place, changed, and removed again when unset; a repeat run issues no update",
+    async () => {
+      // Every create/update request on the wire (a second connection sees the JetStream API subjects).
+      const watcher = await connect({ servers: nats.url, timeout: 5_000, maxReconnectAttempts: 0 });
+      const writes: string[] = [];
+      const sub = watcher.subscribe("$JS.API.>", {
+        callback: (_, msg) => {
+          if (/\.(CREATE|UPDATE)\./.test(msg.subject)) writes.push(msg.subject);
+        },
+      });
+      await watcher.flush();
+      const writesOf = async (options: TopologyOptions) => {
+        writes.length = 0;
+        await ensureTopology(jsm, options);
+        await nc.flush();
+        await watcher.flush();
+        return [...writes].sort();
+      };
+      const limitsOf = async (name: string) => {
+        const { config } = await jsm.streams.info(name);
+        return { discard: config.discard, maxBytes: config.max_bytes, maxAge: config.max_age };
+      };
+      const unlimited = { discard: DiscardPolicy.New, maxBytes: -1, maxAge: 0 };
+      try {
+        const before = await snapshot();
+        const limited: TopologyOptions = {
+          ...SECOND,
+          tradingMaxAgeMs: 3_600_000,
+          tradingMaxBytes: 64 * 1_048_576,
+          intakeMaxBytes: 32 * 1_048_576,
+        };
+        expect(await writesOf(limited)).toEqual([
+          `$JS.API.STREAM.UPDATE.${INTAKE_STREAM}`,
+          `$JS.API.STREAM.UPDATE.${TRADING_STREAM}`,
+        ]);
+        // TRADING drops its oldest messages at a limit; SEQUENCE refuses new ones.
+        expect(await limitsOf(TRADING_STREAM)).toEqual({
+          discard: DiscardPolicy.Old,
+          maxBytes: 64 * 1_048_576,
+          maxAge: nanos(3_600_000),
+        });
+        expect(await limitsOf(INTAKE_STREAM)).toEqual({ ...unlimited, maxBytes: 32 * 1_048_576 });
+        expect(await snapshot()).toEqual(before);
+        await expectMessageKept();
+        expect(await writesOf(limited)).toEqual([]);
+
+        // One limit changed, the other unset: only TRADING is updated, and it still discards old messages.
+        const ageOnly: TopologyOptions = {
+          ...limited,
+          tradingMaxBytes: undefined,
+          tradingMaxAgeMs: 7_200_000,
+        };
+        expect(await writesOf(ageOnly)).toEqual([`$JS.API.STREAM.UPDATE.${TRADING_STREAM}`]);
+        expect(await limitsOf(TRADING_STREAM)).toEqual({
+          discard: DiscardPolicy.Old,
+          maxBytes: -1,
+          maxAge: nanos(7_200_000),
+        });
+        const bytesOnly: TopologyOptions = { ...limited, tradingMaxAgeMs: undefined };
+        expect(await writesOf(bytesOnly)).toEqual([`$JS.API.STREAM.UPDATE.${TRADING_STREAM}`]);
+        expect(await limitsOf(TRADING_STREAM)).toEqual({
+          discard: DiscardPolicy.Old,
+          maxBytes: 64 * 1_048_576,
+          maxAge: 0,
+        });
+        expect(await writesOf(bytesOnly)).toEqual([]);
+
+        // Unset again: both streams back to no limits and discard New, in place, messages kept.
+        expect(await writesOf(SECOND)).toEqual([
+          `$JS.API.STREAM.UPDATE.${INTAKE_STREAM}`,
+          `$JS.API.STREAM.UPDATE.${TRADING_STREAM}`,
+        ]);
+        expect(await limitsOf(TRADING_STREAM)).toEqual(unlimited);
+        expect(await limitsOf(INTAKE_STREAM)).toEqual(unlimited);
+        await expectStream(INTAKE_STREAM, "sequence.>", SECOND.duplicateWindowMs);
+        await expectStream(TRADING_STREAM, "trading.>", SECOND.duplicateWindowMs);
+        await expectConsumer(SECOND);
+        expect(await snapshot()).toEqual(before);
+        await expectMessageKept();
+        expect(await writesOf(SECOND)).toEqual([]);
+      } finally {
+        sub.unsubscribe();
+        await watcher.close();
+      }
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "at its byte limit TRADING drops its oldest messages and keeps accepting; a full SEQUENCE refuses the publish",
+    async () => {
+      await ensureTopology(jsm, { ...SECOND, tradingMaxBytes: 1_048_576, intakeMaxBytes: 1_048_576 });
+      try {
+        const body = "x".repeat(3_000);
+        // ~1.5 MiB into a 1 MiB TRADING: every publish is stored, the oldest ones make room.
+        for (let i = 1; i <= 500; i++) {
+          const ack = await js.publish("trading.test", body, { msgID: `t${i}` });
+          expect(ack.seq).toBe(i);
+        }
+        const trading = (await jsm.streams.info(TRADING_STREAM)).state;
+        expect(trading.last_seq).toBe(500);
+        expect(trading.first_seq).toBeGreaterThan(1);
+        expect(trading.bytes).toBeLessThanOrEqual(1_048_576);
+
+        // SEQUENCE (which holds one message already) fills up and then refuses, keeping what it holds.
+        let refused: unknown;
+        for (let i = 1; i <= 500 && refused === undefined; i++) {
+          await js.publish("sequence.test", body, { msgID: `s${i}` }).catch((error: unknown) => {
+            refused = error;
+          });
+        }
+        expect(refused).toBeInstanceOf(Error);
+        expect(String((refused as Error).message)).toMatch(/maximum bytes/i);
+        const intake = (await jsm.streams.info(INTAKE_STREAM)).state;
+        expect(intake.first_seq).toBe(1);
+        expect(intake.bytes).toBeLessThanOrEqual(1_048_576);
+      } finally {
+        await jsm.streams.purge(TRADING_STREAM);
+        await jsm.streams.purge(INTAKE_STREAM, { filter: "sequence.test" });
+        await ensureTopology(jsm, SECOND);
+      }
+      await expectMessageKept();
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "a SEQUENCE from an earlier version (limits retention) is recreated with work-queue retention once drained, and refused while it holds unsequenced messages",
+    async () => {
+      await jsm.streams.delete(INTAKE_STREAM); // also deletes the consumer
+      await jsm.streams.add({
+        name: INTAKE_STREAM,
+        subjects: ["sequence.>"],
+        retention: RetentionPolicy.Limits,
+      });
+      await jsm.consumers.add(INTAKE_STREAM, {
+        durable_name: SEQUENCER_CONSUMER,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+      });
+      await js.publish("sequence.x", "not yet sequenced");
+      const refusal = await ensureTopology(jsm, FIRST).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(String(refusal)).toContain("1 messages not yet sequenced");
+      expect((await jsm.streams.info(INTAKE_STREAM)).config.retention).toBe(RetentionPolicy.Limits);
+      expect((await jsm.streams.info(INTAKE_STREAM)).state.messages).toBe(1);
+      // Sequenced (acked): drained, so it is recreated.
+      const consumer = await js.consumers.get(INTAKE_STREAM, SEQUENCER_CONSUMER);
+      const msg = await consumer.next({ expires: 2_000 });
+      await msg?.ackAck();
+      await ensureTopology(jsm, FIRST);
+      await expectStream(INTAKE_STREAM, "sequence.>", FIRST.duplicateWindowMs);
+      await expectConsumer(FIRST);
+      // Work-queue retention at work: kept until acked, gone after.
+      await js.publish("sequence.y", "one");
+      expect((await jsm.streams.info(INTAKE_STREAM)).state.messages).toBe(1);
+      await (await consumer.next({ expires: 2_000 }))?.ackAck();
+      await waitFor(
+        "the acked message to go",
+        async () => (await jsm.streams.info(INTAKE_STREAM)).state.messages === 0,
+      );
     },
     TIMEOUT,
   );
@@ -334,6 +507,23 @@ describe("migrations on PostgreSQL", () => {
       await insert(2, 1, 1002);
       const [total] = await pg<{ n: number }[]>`select count(*)::int as n from events`;
       expect(total?.n).toBe(2);
+
+      // idempotency_key: unique among the rows that have one, through a partial index (rows without a key, most
+      // of them, take no room in it); rows 1 and 2 both have none.
+      const [index] = await pg<{ definition: string }[]>`
+        select indexdef as definition from pg_indexes where indexname = 'events_idempotency_key_unique'`;
+      expect(index?.definition).toContain("UNIQUE INDEX");
+      expect(index?.definition).toContain("WHERE (idempotency_key IS NOT NULL)");
+      const keyed = (sequenceId: number, key: string) =>
+        pg`insert into events (sequence_id, previous_id, reference_id, type, user_id, idempotency_key, payload,
+                               created_at, sequenced_at, digest)
+            values (${sequenceId}, ${sequenceId - 1}, ${2000 + sequenceId}, 'CREATE_ORDER', 1, ${key}, '{}', ${now},
+                    ${now}, decode(repeat('00', 32), 'hex'))`;
+      await keyed(3, "1:k");
+      const dupKey = await failure(keyed(4, "1:k"));
+      expect(dupKey.code).toBe("23505");
+      expect(dupKey.constraint_name).toBe("events_idempotency_key_unique");
+      await keyed(4, "1:other");
     },
     TIMEOUT,
   );

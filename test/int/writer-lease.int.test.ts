@@ -7,7 +7,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
 import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
-import { LeadershipLostError, PostgresWriterLease } from "../../src/adapters/db/writer-lease.ts";
+import {
+  LeadershipLostError,
+  PostgresWriterLease,
+  type WriterLeaseOptions,
+} from "../../src/adapters/db/writer-lease.ts";
 import type { SequencedEvent } from "../../src/domain/events.ts";
 import { EMPTY_HEAD, type Head } from "../../src/domain/sequencing.ts";
 import { getPostgres, onPglite } from "../support/services.ts";
@@ -28,8 +32,8 @@ describe("writer lease", () => {
   let database: Database;
   let admin: postgres.Sql;
   const leases: PostgresWriterLease[] = [];
-  const lease = () => {
-    const created = new PostgresWriterLease(url, quietLogger, { pollMs: 100, heartbeatMs: 200 });
+  const lease = (options: Partial<WriterLeaseOptions> = {}) => {
+    const created = new PostgresWriterLease(url, quietLogger, { pollMs: 100, heartbeatMs: 200, ...options });
     leases.push(created);
     return created;
   };
@@ -95,6 +99,86 @@ describe("writer lease", () => {
       await appendAfter(new DrizzleEventStore(holder.db, holder.fence), head);
       await holder.release();
     },
+  );
+
+  test.skipIf(onPglite)(
+    "a holder that keeps showing progress keeps the lease past several TTLs; one that stops is replaced within its TTL and steps down by itself (needs real PostgreSQL sessions)",
+    async () => {
+      const ttlMs = 1_500;
+      const a = lease({ ttlMs });
+      const b = lease({ ttlMs });
+      expect(await a.acquire(AbortSignal.timeout(5_000))).toBe(true);
+      const aStore = new DrizzleEventStore(a.db, a.fence);
+      const head = await new DrizzleEventStore(database.db).head();
+      // Progress for three TTLs: the standby never gets in.
+      const progress = setInterval(() => a.alive(), 100);
+      const standby = b.acquire(AbortSignal.timeout(20_000));
+      await Bun.sleep(3 * ttlMs);
+      expect(a.isHeld()).toBe(true);
+      expect(b.isHeld()).toBe(false);
+      expect(b.describe()).toContain("standby; the writer is");
+      // Progress stops (a stuck loop): the standby holds the lease within the TTL plus a poll or two.
+      clearInterval(progress);
+      const stoppedAt = Date.now();
+      expect(await standby).toBe(true);
+      const takeoverMs = Date.now() - stoppedAt;
+      expect(takeoverMs).toBeLessThan(ttlMs + 1_500);
+      expect(a.lost.aborted).toBe(true);
+      expect(a.isHeld()).toBe(false);
+      // The old holder's handle of that term writes nothing: its session was ended.
+      await expect(appendAfter(aStore, head)).rejects.toBeDefined();
+      await expect(appendAfter(new DrizzleEventStore(a.db, a.fence), head)).rejects.toBeInstanceOf(
+        LeadershipLostError,
+      );
+      expect((await new DrizzleEventStore(database.db).head()).sequenceId).toBe(head.sequenceId);
+      expect(b.describe()).toMatch(/^holds the writer lease \(term \d+\)$/);
+      await b.release();
+    },
+    30_000,
+  );
+
+  test.skipIf(onPglite)(
+    "a frozen holder (its session open, its lease run out) has its session ended by the standby, which takes over (needs real PostgreSQL sessions)",
+    async () => {
+      // A session that took the lock and wrote its lease row, then went silent: what a SIGSTOPped writer leaves.
+      const frozen = postgres(url, { max: 1, onnotice: () => {} });
+      const [row] = await frozen<{ pid: number }[]>`
+        select pg_advisory_lock(${0x5351}, 1), pg_backend_pid() as pid`;
+      await frozen`insert into writer_lease (name, holder, backend_pid, term, renewed_at, expires_at)
+        values ('sequencer', 'frozen:1', pg_backend_pid(), 41, now(), now() + interval '1 second')
+        on conflict (name) do update set holder = excluded.holder, backend_pid = excluded.backend_pid,
+          term = excluded.term, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at`;
+      const b = lease({ ttlMs: 5_000 });
+      const t = Date.now();
+      expect(await b.acquire(AbortSignal.timeout(10_000))).toBe(true);
+      expect(Date.now() - t).toBeLessThan(3_000);
+      expect(b.describe()).toBe("holds the writer lease (term 42)");
+      // The frozen session is gone (with anything it had in flight).
+      const [alive] = await admin<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity where pid = ${row?.pid ?? 0}`;
+      expect(alive?.n).toBe(0);
+      await b.release();
+      await frozen.end({ timeout: 1 }).catch(() => {});
+    },
+    30_000,
+  );
+
+  test.skipIf(onPglite)(
+    "a lock holder that keeps no lease row (an older writer) is replaced after one TTL (needs real PostgreSQL sessions)",
+    async () => {
+      const legacy = postgres(url, { max: 1, onnotice: () => {} });
+      await legacy`select pg_advisory_lock(${0x5351}, 1)`;
+      await admin`update writer_lease set backend_pid = 0, expires_at = now() + interval '1 hour'`;
+      const b = lease({ ttlMs: 2_000 });
+      const t = Date.now();
+      expect(await b.acquire(AbortSignal.timeout(10_000))).toBe(true);
+      const waitedMs = Date.now() - t;
+      expect(waitedMs).toBeGreaterThanOrEqual(2_000);
+      expect(waitedMs).toBeLessThan(5_000);
+      await b.release();
+      await legacy.end({ timeout: 1 }).catch(() => {});
+    },
+    30_000,
   );
 
   test("two writers forced past the lease cannot fork the sequence", async () => {

@@ -3,25 +3,27 @@ import { join } from "node:path";
 
 export const CLI = join(import.meta.dir, "../../src/cli.ts");
 
+/** Runs the CLI to completion with exactly `env`: its stdout, stderr and exit code. */
+export async function runCli(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ out: string; err: string; code: number }> {
+  const proc = Bun.spawn([process.execPath, CLI, ...args], { env, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { out, err, code };
+}
+
 /** `sequencer token --user <id> [--role reader|admin]` with `env` (its AUTH_SECRET): only the JWT on stdout. */
 export async function cliToken(
   env: Record<string, string>,
   userId: string,
   role?: "reader" | "admin",
 ): Promise<string> {
-  const proc = Bun.spawn(
-    [process.execPath, CLI, "token", "--user", userId, ...(role ? ["--role", role] : [])],
-    {
-      env,
-      stdout: "pipe",
-      stderr: "pipe",
-    },
-  );
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
+  const { out, err, code } = await runCli(env, "token", "--user", userId, ...(role ? ["--role", role] : []));
   if (code !== 0) throw new Error(`token --user ${userId} failed (${code}): ${err}`);
   return out.trim();
 }

@@ -49,7 +49,7 @@ describe("loadConfig defaults", () => {
       batchSize: 1000,
       maxBatchSize: 1000,
       fetchWaitMs: 1_000,
-      ackWaitMs: 30_000,
+      ackWaitMs: 10_000,
       maxAckPending: 4_000,
       bodyLimitBytes: 16_384,
       rateLimit: { count: 50, perMs: 1_000 },
@@ -60,6 +60,10 @@ describe("loadConfig defaults", () => {
       logLevel: "info",
       failpoint: undefined,
       failpointAfter: 1,
+      failpointStallMs: undefined,
+      writerLeaseTtlMs: 10_000,
+      statementTimeoutMs: 30_000,
+      queryTimeoutMs: 10_000,
     };
     expect(loadConfig({})).toEqual(expected);
   });
@@ -118,6 +122,10 @@ describe("loadConfig valid values", () => {
       MAX_IN_FLIGHT: "0",
       AUDIT_INTERVAL: "1m",
       LOG_LEVEL: "silent",
+      WRITER_LEASE_TTL: "4s",
+      STATEMENT_TIMEOUT: "45s",
+      QUERY_TIMEOUT: "2s",
+      FAILPOINT_STALL: "15s",
     });
     expect(config).toEqual({
       port: 8080,
@@ -152,6 +160,10 @@ describe("loadConfig valid values", () => {
       logLevel: "silent",
       failpoint: undefined,
       failpointAfter: 1,
+      failpointStallMs: 15_000,
+      writerLeaseTtlMs: 4_000,
+      statementTimeoutMs: 45_000,
+      queryTimeoutMs: 2_000,
     });
   });
 
@@ -228,6 +240,11 @@ describe("loadConfig rejects bad values with a ConfigError naming the variable",
     ["LOG_LEVEL", "debug"],
     ["FAILPOINT", "before-commit"],
     ["FAILPOINT_AFTER", "0"],
+    ["WRITER_LEASE_TTL", "1s"],
+    ["WRITER_LEASE_TTL", "2s"], // the default SEQUENCER_FETCH_WAIT (1 s) is more than a third of it
+    ["STATEMENT_TIMEOUT", "10ms"],
+    ["QUERY_TIMEOUT", "1ms"],
+    ["FAILPOINT_STALL", "soon"],
   ])("%s=%p", (name, value) => {
     const error = configError({ [name]: value });
     expect(error).toBeInstanceOf(ConfigError);
@@ -435,5 +452,66 @@ describe("token policy variables and refused secrets (issue 13)", () => {
       const config = loadConfig({ DATA_DIR: dataDir(), DATABASE_URL: "postgres://db/seq" });
       expect(() => resolveAuthSecret(config)).toThrow("AUTH_SECRET");
     });
+  });
+});
+
+describe("storage limits: TRADING_MAX_AGE, TRADING_MAX_BYTES, INTAKE_MAX_BYTES", () => {
+  test("unset or empty: no limits (TRADING kept forever, both streams unlimited)", () => {
+    for (const env of [{}, { TRADING_MAX_AGE: "", TRADING_MAX_BYTES: "", INTAKE_MAX_BYTES: "" }]) {
+      const config = loadConfig(env);
+      expect(config.tradingMaxAgeMs).toBeUndefined();
+      expect(config.tradingMaxBytes).toBeUndefined();
+      expect(config.intakeMaxBytes).toBeUndefined();
+    }
+  });
+
+  test("read as a duration and plain byte counts", () => {
+    const config = loadConfig({
+      TRADING_MAX_AGE: "720h",
+      TRADING_MAX_BYTES: "10737418240",
+      INTAKE_MAX_BYTES: "1048576",
+    });
+    expect(config.tradingMaxAgeMs).toBe(720 * 3_600_000);
+    expect(config.tradingMaxBytes).toBe(10_737_418_240);
+    expect(config.intakeMaxBytes).toBe(1_048_576);
+    // The bounds: a minute (and the duplicate window) to 10 years.
+    expect(loadConfig({ TRADING_MAX_AGE: "2m" }).tradingMaxAgeMs).toBe(120_000);
+    expect(loadConfig({ TRADING_MAX_AGE: "87600h" }).tradingMaxAgeMs).toBe(87_600 * 3_600_000);
+    expect(loadConfig({ TRADING_MAX_AGE: "1m", DUPLICATE_WINDOW: "30s" }).tradingMaxAgeMs).toBe(60_000);
+    expect(loadConfig({ INTAKE_MAX_BYTES: String(Number.MAX_SAFE_INTEGER) }).intakeMaxBytes).toBe(
+      Number.MAX_SAFE_INTEGER,
+    );
+  });
+
+  test.each([
+    ["TRADING_MAX_BYTES", "10GB"],
+    ["TRADING_MAX_BYTES", "512MB"],
+    ["TRADING_MAX_BYTES", "1e9"],
+    ["TRADING_MAX_BYTES", "-1"],
+    ["TRADING_MAX_BYTES", "0"],
+    ["TRADING_MAX_BYTES", "1048575"],
+    ["INTAKE_MAX_BYTES", "1.5"],
+    ["INTAKE_MAX_BYTES", " 2000000"],
+    ["INTAKE_MAX_BYTES", "99999999999999999999"],
+  ])("%s=%p is refused with one line naming it and the value", (name, raw) => {
+    const message = configError({ [name]: raw }).message;
+    expect(message).toStartWith(`${name} must be a whole number of bytes, at least 1048576`);
+    expect(message).toContain(JSON.stringify(raw));
+    expect(message).not.toContain("\n");
+  });
+
+  test.each(["30d", "1y", "forever", "0s", "59s", "87601h"])("TRADING_MAX_AGE=%p is refused", (raw) => {
+    const message = configError({ TRADING_MAX_AGE: raw }).message;
+    expect(message).toStartWith("TRADING_MAX_AGE must be a duration");
+    expect(message).toContain(JSON.stringify(raw));
+  });
+
+  test("TRADING_MAX_AGE below DUPLICATE_WINDOW is refused (JetStream would refuse the stream)", () => {
+    expect(configError({ TRADING_MAX_AGE: "1m" }).message).toBe(
+      "TRADING_MAX_AGE (60000 ms) must be at least DUPLICATE_WINDOW (120000 ms)",
+    );
+    expect(configError({ TRADING_MAX_AGE: "5m", DUPLICATE_WINDOW: "1h" }).message).toContain(
+      "must be at least DUPLICATE_WINDOW",
+    );
   });
 });

@@ -315,4 +315,78 @@ describe("sequencer pipeline", () => {
     expect(sequencer.status().lastError).toContain("at sequenceId 3: stored message is not ours");
     expect(observer.reported).toEqual([null, 3n]); // in sync at start, then the mismatch
   });
+
+  test("progress for the writer lease: shown while idle and while backing off, and not while an append is stuck", async () => {
+    const beats: number[] = [];
+    const store = new SlowStore();
+    let stuck: (() => void) | null = null;
+    const append = store.append.bind(store);
+    let appendCalls = 0;
+    // The third append hangs until released (a statement stuck behind a lock); every find fails for a while.
+    store.append = async (...args) => {
+      if (++appendCalls === 3) await new Promise<void>((resolve) => (stuck = resolve));
+      return append(...args);
+    };
+    const source = new ScriptedSource([[1n], [2n], [3n]]);
+    const sequencer = new Sequencer(
+      source,
+      store,
+      new MemoryTrading(),
+      {
+        batchSize: 10,
+        fetchWaitMs: 10,
+        catchUpPageSize: 100,
+        keepAliveMs: 1_000,
+        alive: () => beats.push(Date.now()),
+      },
+      createLogger({ test: true }, "silent"),
+    );
+    const abort = new AbortController();
+    const running = sequencer.run(abort.signal);
+    const deadline = Date.now() + 5_000;
+    while (stuck === null && Date.now() < deadline) await Bun.sleep(5);
+    expect(stuck).not.toBeNull();
+    // Stuck: the loop waits for the append, so no sign of progress for as long as it lasts.
+    await Bun.sleep(50);
+    const during = beats.length;
+    await Bun.sleep(200);
+    expect(beats.length).toBe(during);
+    (stuck as unknown as () => void)();
+    while (store.rows.length < 3 && Date.now() < deadline) await Bun.sleep(5);
+    // Idle again: beats at least every fetchWaitMs.
+    const idleFrom = beats.length;
+    await Bun.sleep(200);
+    expect(beats.length - idleFrom).toBeGreaterThan(5);
+    abort.abort();
+    await running;
+  });
+
+  test("a long backoff still shows progress at least every fetchWaitMs", async () => {
+    const beats: number[] = [];
+    const store = new SlowStore();
+    store.head = async () => {
+      throw new Error("database unavailable");
+    };
+    const sequencer = new Sequencer(
+      new ScriptedSource([]),
+      store,
+      new MemoryTrading(),
+      {
+        batchSize: 10,
+        fetchWaitMs: 20,
+        catchUpPageSize: 100,
+        keepAliveMs: 1_000,
+        alive: () => beats.push(Date.now()),
+      },
+      createLogger({ test: true }, "silent"),
+    );
+    const abort = new AbortController();
+    const running = sequencer.run(abort.signal);
+    await Bun.sleep(1_500); // backoff grows past 400 ms by then
+    abort.abort();
+    await running;
+    const gaps = beats.slice(1).map((at, i) => at - (beats[i] as number));
+    expect(Math.max(...gaps)).toBeLessThan(100);
+    expect(sequencer.status().lastError).toBe("database unavailable");
+  });
 });

@@ -50,30 +50,39 @@ const MIGRATION_LOCK_KEY = 7_201_911_270_001n;
 export async function openDatabase(options: {
   url: string | undefined;
   pgliteDir: string;
+  /**
+   * statement_timeout of the pool's sessions (QUERY_TIMEOUT): a lookup stuck behind a lock or a failing disk
+   * fails instead of holding its request, and its connection, forever. Migrations run on a session without it.
+   */
+  statementTimeoutMs?: number;
 }): Promise<Database> {
-  return options.url ? openPostgres(options.url) : openPglite(options.pgliteDir);
+  return options.url ? openPostgres(options.url, options.statementTimeoutMs) : openPglite(options.pgliteDir);
 }
 
-function openPostgres(url: string): Database {
+function openPostgres(url: string, statementTimeoutMs: number | undefined): Database {
   const client = postgres(url, {
     max: 10,
     onnotice: () => {}, // "relation already exists, skipping" from idempotent DDL is not news
     connect_timeout: 10,
+    ...(statementTimeoutMs === undefined ? {} : { connection: { statement_timeout: statementTimeoutMs } }),
   });
   const db = drizzlePostgres({ client, schema }) as unknown as Db;
   return {
     db,
     kind: "postgres",
     async migrate() {
-      // A session-level advisory lock on one reserved connection: a second process blocks here until the first
-      // has finished, then finds every migration applied.
-      const lock = await client.reserve();
+      // One session of its own, without the pool's statement_timeout (building an index on a large table takes
+      // as long as it takes), holding a session-level advisory lock: a second process blocks here until the
+      // first has finished, then finds every migration applied.
+      const session = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
       try {
-        await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
-        await migratePostgres(drizzlePostgres({ client, schema }), { migrationsFolder: MIGRATIONS_FOLDER });
+        await session`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
+        await migratePostgres(drizzlePostgres({ client: session, schema }), {
+          migrationsFolder: MIGRATIONS_FOLDER,
+        });
       } finally {
-        await lock`select pg_advisory_unlock(${MIGRATION_LOCK_KEY.toString()}::bigint)`.catch(() => {});
-        lock.release();
+        // Ending the session releases the lock too.
+        await session.end({ timeout: 5 });
       }
     },
     async ping() {

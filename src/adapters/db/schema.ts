@@ -1,5 +1,16 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, check, customType, index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import {
+  bigint,
+  bigserial,
+  check,
+  customType,
+  index,
+  integer,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+} from "drizzle-orm/pg-core";
 
 /**
  * bytea (Drizzle 0.45 has no built-in column for it). The event store reads and writes the digest as hex in SQL
@@ -27,8 +38,11 @@ export const events = pgTable(
     type: text("type").notNull(),
     userId: bigint("user_id", { mode: "bigint" }).notNull(),
     payload: text("payload").notNull(),
-    /** `<principal user id>:<Idempotency-Key>`: behind the API's idempotency window the log still refuses a repeat. */
-    idempotencyKey: text("idempotency_key").unique(),
+    /**
+     * `<principal user id>:<Idempotency-Key>`: behind the API's idempotency window the log still refuses a repeat.
+     * Unique among the rows that have one (the partial index below); most rows have none.
+     */
+    idempotencyKey: text("idempotency_key"),
     createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
     sequencedAt: timestamp("sequenced_at", { withTimezone: true, mode: "string" }).notNull(),
     digest: bytea("digest").notNull(),
@@ -36,6 +50,12 @@ export const events = pgTable(
     counterpartyId: bigint("counterparty_id", { mode: "bigint" }),
   },
   (table) => [
+    // Partial: a full index held an entry per row although most have no key (6.6 B/event of NULLs,
+    // docs/storage.md). Every lookup by key (`= $1`, `= any($1)`) implies NOT NULL, so the planner uses it, and
+    // uniqueness among non-NULL keys is what the full one enforced too (NULLs never conflicted).
+    uniqueIndex("events_idempotency_key_unique")
+      .on(table.idempotencyKey)
+      .where(sql`${table.idempotencyKey} is not null`),
     // GET /me/events: one index range per side, in sequence order, never a scan over other users' rows.
     index("events_user_id_sequence_id_idx").on(table.userId, table.sequenceId),
     index("events_counterparty_id_sequence_id_idx")
@@ -64,3 +84,19 @@ export const rejectedMessages = pgTable(
   },
   (table) => [index("rejected_messages_received_at_idx").on(table.receivedAt)],
 );
+
+/**
+ * The writer lease: one row naming the process that sequences, the PostgreSQL session that holds the writer lock
+ * for it, and until when (by the database's clock) it is trusted to. The writer renews it only while its
+ * sequencing loop makes progress, so a writer that died, froze (SIGSTOP, a paused VM) or whose event loop is
+ * blocked stops renewing; a standby that finds it expired ends that session (pg_terminate_backend) and takes over.
+ * `term` grows by one at each takeover (readiness and logs name it).
+ */
+export const writerLease = pgTable("writer_lease", {
+  name: text("name").primaryKey(),
+  holder: text("holder").notNull(),
+  backendPid: integer("backend_pid").notNull(),
+  term: bigint("term", { mode: "bigint" }).notNull(),
+  renewedAt: timestamp("renewed_at", { withTimezone: true, mode: "string" }).notNull(),
+  expiresAt: timestamp("expires_at", { withTimezone: true, mode: "string" }).notNull(),
+});

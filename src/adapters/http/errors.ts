@@ -10,9 +10,11 @@ import {
   IdempotencyRecordRejected,
   InvalidInputError,
   NotFoundError,
+  rootMessage,
   UnavailableError,
 } from "../../app/errors.ts";
 import type { Logger } from "../../logger.ts";
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
 
 export class HttpError extends Error {
   constructor(
@@ -88,6 +90,13 @@ export function errorMapping(log: Logger, observe?: AnswerObserver) {
         log.warn("dependency unavailable", { error: error.cause ?? error });
         return errorResponse(503, "UNAVAILABLE", error.message, undefined, {
           "retry-after": String(error.retryAfterSeconds),
+        });
+      }
+      if (isDatabaseUnavailable(error)) {
+        // A read that timed out or lost its connection: the database is the problem, not the request.
+        log.warn("database unavailable", { error: rootMessage(error) });
+        return errorResponse(503, "UNAVAILABLE", "the database did not answer; retry later", undefined, {
+          "retry-after": "1",
         });
       }
       switch (code) {

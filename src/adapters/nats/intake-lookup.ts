@@ -1,14 +1,16 @@
 /**
  * "Is this referenceId on the intake stream, not yet sequenced?" — for GET /references/:id.
  *
- * Only messages past the sequencer consumer's ack floor can be waiting; that range is normally a handful of
- * messages, so it is scanned (bounded) from the floor up, matching the Nats-Msg-Id header (= referenceId)
- * without decoding bodies; only the one found is read whole, to say whom it concerns (a user may see only their
- * own). Nothing is written on the request path for this.
+ * SEQUENCE has work-queue retention: it holds exactly the messages the sequencer has not acked yet, normally a
+ * handful. They are walked in stream order with "next message from this sequence on" gets (holes left by acked
+ * messages are skipped by the server), matching the Nats-Msg-Id header (= referenceId); the one found says whom
+ * it concerns (a user may see only their own). Bounded: beyond maxScan waiting messages the answer is "unknown".
+ * Nothing is written on the request path for this, and no consumer is created (a work-queue stream allows none
+ * but the sequencer's).
  */
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { JetStreamManager, MsgRequest } from "@nats-io/jetstream";
 import { partiesOfJson } from "../../domain/events.ts";
-import { INTAKE_STREAM, SEQUENCER_CONSUMER } from "./topology.ts";
+import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
 
 /** Pending: on the intake stream, concerning these users (decimal ids). */
 export type PendingAnswer =
@@ -25,37 +27,27 @@ const ABSENT: PendingAnswer = { state: "absent" };
 
 export class JetStreamIntakeLookup implements IntakeLookup {
   constructor(
-    private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
-    private readonly maxScan = 10_000,
+    private readonly maxScan = 1_000,
   ) {}
 
   async find(referenceId: bigint): Promise<PendingAnswer> {
-    const [consumer, stream] = await Promise.all([
-      this.jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER),
-      this.jsm.streams.info(INTAKE_STREAM),
-    ]);
-    const from = consumer.ack_floor.stream_seq + 1;
-    const last = stream.state.last_seq;
-    if (last < from) return ABSENT;
-    if (last - from + 1 > this.maxScan) return { state: "unknown" };
+    const { state } = await this.jsm.streams.info(INTAKE_STREAM);
+    if (state.messages === 0) return ABSENT;
+    if (state.messages > this.maxScan) return { state: "unknown" };
     const wanted = referenceId.toString();
-    const reader = await this.js.consumers.get(INTAKE_STREAM, {
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: from,
-      headers_only: true,
-    });
-    const messages = await reader.fetch({ max_messages: last - from + 1, expires: 5_000 });
-    let foundAt: number | undefined;
-    for await (const msg of messages as AsyncIterable<JsMsg>) {
-      if (msg.headers?.get("Nats-Msg-Id") === wanted) foundAt = msg.seq;
-      if (foundAt !== undefined || msg.seq >= last) break;
+    let seq = state.first_seq;
+    for (let read = 0; read < this.maxScan && seq <= state.last_seq; read++) {
+      // nats-server 2.9 answers `next_by_subj` on STREAM.MSG.GET; nats.js types it only for direct gets.
+      const next = { seq, next_by_subj: `${INTAKE_SUBJECT_PREFIX}.>` } as unknown as MsgRequest;
+      const msg = await this.jsm.streams.getMessage(INTAKE_STREAM, next);
+      // Sequenced (and so removed) meanwhile, up to the end: not pending any more.
+      if (!msg || msg.seq > state.last_seq) return ABSENT;
+      if (msg.header?.get("Nats-Msg-Id") === wanted) {
+        return { state: "pending", parties: partiesOfJson(msg.string()) };
+      }
+      seq = msg.seq + 1;
     }
-    await messages.close();
-    if (foundAt === undefined) return ABSENT;
-    const stored = await this.jsm.streams.getMessage(INTAKE_STREAM, { seq: foundAt });
-    // Sequenced and trimmed meanwhile: the caller looks in the log again; it is not pending any more.
-    if (!stored) return ABSENT;
-    return { state: "pending", parties: partiesOfJson(stored.string()) };
+    return seq > state.last_seq ? ABSENT : { state: "unknown" };
   }
 }

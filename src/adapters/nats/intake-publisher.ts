@@ -6,7 +6,8 @@
  * publish would be sent after reconnecting, and an order the client was told failed (503) would then trade.
  */
 import { setImmediate } from "node:timers";
-import type { JetStreamClient } from "@nats-io/jetstream";
+import { JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
+import { IntakeFullError } from "../../app/errors.ts";
 import { encodeIntakeEvent, type IntakeEvent, subjectToken } from "../../domain/events.ts";
 import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
 
@@ -18,6 +19,25 @@ export class NotConnectedError extends Error {
   override readonly name = "NotConnectedError";
 }
 
+/** JetStream's "store failed" (10077: maximum bytes/messages exceeded) and "insufficient resources" (10023). */
+const STORE_FAILED = 10077;
+const INSUFFICIENT_RESOURCES = 10023;
+
+/** Why the broker refused to store an intake message for want of space, or null when that is not the reason. */
+export function storeFullReason(error: unknown): string | null {
+  if (!(error instanceof JetStreamApiError)) return null;
+  if (error.code === INSUFFICIENT_RESOURCES) {
+    return "the broker's JetStream store is full (insufficient resources)";
+  }
+  if (error.code === STORE_FAILED && /maximum (bytes|messages) exceeded/.test(error.message)) {
+    return `the intake stream ${INTAKE_STREAM} is full (${error.message}; INTAKE_MAX_BYTES)`;
+  }
+  return null;
+}
+
+/** How long after the last refusal readiness still reports the intake as full (unless a publish got through). */
+const FULL_REPORT_MS = 10_000;
+
 export class JetStreamIntakePublisher implements IntakePublisher {
   constructor(
     private readonly js: JetStreamClient,
@@ -28,6 +48,14 @@ export class JetStreamIntakePublisher implements IntakePublisher {
 
   /** Publishes waiting for the end of this event-loop turn (see `publish`). */
   private waiting: (() => void)[] = [];
+  /** The last refusal for want of space, until a publish succeeds again. */
+  private full: { at: number; reason: string } | undefined;
+
+  /** Why intake is refused now for want of space (for readiness), or null. */
+  fullness(): string | null {
+    if (!this.full || Date.now() - this.full.at > FULL_REPORT_MS) return null;
+    return this.full.reason;
+  }
 
   /**
    * Resolves at the end of the current event-loop turn, together with every other publish started in it. nats.js
@@ -52,11 +80,23 @@ export class JetStreamIntakePublisher implements IntakePublisher {
     await this.endOfTurn();
     // Checked right before the write: a connection that dropped during the wait refuses too.
     if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
-    await this.js.publish(`${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`, encodeIntakeEvent(event), {
-      msgID: event.referenceId.toString(),
-      expect: { streamName: INTAKE_STREAM },
-      timeout: this.timeoutMs,
-    });
+    try {
+      await this.js.publish(
+        `${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`,
+        encodeIntakeEvent(event),
+        {
+          msgID: event.referenceId.toString(),
+          expect: { streamName: INTAKE_STREAM },
+          timeout: this.timeoutMs,
+        },
+      );
+    } catch (error) {
+      const reason = storeFullReason(error);
+      if (reason === null) throw error;
+      this.full = { at: Date.now(), reason };
+      throw new IntakeFullError(reason, { cause: error });
+    }
+    this.full = undefined;
     this.onPublished((performance.now() - started) / 1000);
   }
 }

@@ -4,9 +4,9 @@
  * test/int/nats-permissions.int.test.ts runs every role's real work and every known attack against a server
  * running the shipped file.
  *
- * - api:       publishes intake (`sequence.*`), reads and writes the IDEMPOTENCY and WORKERS buckets, reads the
- *              SEQUENCE tail headers-only for GET /references; may not pull or ack for `sequencer`, nor publish
- *              `trading.*`.
+ * - api:       publishes intake (`sequence.*`), reads and writes the IDEMPOTENCY and WORKERS buckets, reads
+ *              SEQUENCE's waiting messages one by one for GET /references (no consumer: a work-queue stream takes
+ *              none but the sequencer's); may not pull or ack for `sequencer`, nor publish `trading.*`.
  * - sequencer: pulls and acks `SEQUENCE`/`sequencer`, publishes `trading.*`, reads TRADING messages back to check
  *              them; may not publish `sequence.*` nor touch the buckets.
  * - reader:    matching engines, `sequencer replay` and `inspect`: reads TRADING through its own consumers and
@@ -76,10 +76,8 @@ export const ROLE_PERMISSIONS: Record<NatsRole, RolePermissions> = {
         "$KV.WORKERS.>",
         ...readMessages(IDEMPOTENCY_KV_STREAM),
         ...readMessages(WORKERS_KV_STREAM),
-        // GET /references: a headers-only reader of the SEQUENCE tail (deleted when done), and the one message found.
-        ...ephemeralReaders(INTAKE_STREAM),
+        // GET /references: SEQUENCE's waiting messages, read one by one.
         ...readMessages(INTAKE_STREAM),
-        `${API}.CONSUMER.DELETE.${INTAKE_STREAM}.*`,
       ],
       deny: sequencerConsumerControl,
     },

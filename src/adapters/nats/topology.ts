@@ -1,7 +1,19 @@
 /**
  * Names and provisioning of the JetStream objects this service owns. Provisioning is idempotent: create what is
- * missing, update what may change (subjects, duplicate window, ack settings), and refuse with a clear message
- * when an existing object differs in something JetStream cannot change in place (storage, retention, ack policy).
+ * missing, update what may change (subjects, duplicate window, storage limits and discard policy, ack settings),
+ * and refuse with a clear message when an existing object differs in something JetStream cannot change in place
+ * (storage, retention, ack policy).
+ *
+ * SEQUENCE has work-queue retention: the broker removes an intake message once the `sequencer` consumer acked it,
+ * and the sequencer acks only after the message's event is committed (or found already stored). So the intake
+ * keeps exactly what is not yet in the log, with nothing to trim. Two alternatives lose accepted orders on
+ * nats-server 2.9 and were measured to (docs/storage.md): a purge resets every consumer's pending list (a message
+ * delivered but not yet acked is never redelivered), and interest retention drops messages published while a
+ * restarting server has not yet restored the consumer (no interest yet). A work queue keeps a message until a
+ * consumer acks it, consumer or not. The broker's duplicate filter does not depend on the message being stored (it
+ * remembers msg ids for the duplicate window), and a publish that comes after the window anyway is stored as a
+ * new intake message that the sequencer's filter — and behind it the unique reference_id — turns into no event.
+ * A work-queue stream takes no consumer but the sequencer's; GET /references reads it by message gets instead.
  */
 import {
   AckPolicy,
@@ -39,6 +51,33 @@ export type TopologyOptions = {
   ackWaitMs: number;
   /** Upper bound on delivered-but-unacked intake messages: bounds the sequencer's memory. */
   maxAckPending: number;
+  /**
+   * TRADING's max age (TRADING_MAX_AGE). With it or tradingMaxBytes, TRADING discards its OLDEST messages to make
+   * room (it must never refuse the sequencer's publish); readers of older events go to PostgreSQL (GET /events).
+   * Both unset: TRADING keeps everything, with discard New, as before these limits existed.
+   */
+  tradingMaxAgeMs?: number | undefined;
+  /** TRADING's max bytes (TRADING_MAX_BYTES); see tradingMaxAgeMs. Unset: unlimited. */
+  tradingMaxBytes?: number | undefined;
+  /**
+   * SEQUENCE's max bytes (INTAKE_MAX_BYTES), with discard New: when full the broker refuses the API's publish (and
+   * the API answers 503) instead of dropping intake that is not sequenced yet. Unset: unlimited.
+   */
+  intakeMaxBytes?: number | undefined;
+};
+
+/** The limits of one stream: -1 / 0 mean none, as JetStream spells it. */
+type StreamLimits = {
+  /** max_msg_size: the largest message stored (-1: no cap beyond the server's). */
+  maxMessageBytes: number;
+  /** max_bytes (-1: unlimited). */
+  maxBytes: number;
+  /** max_age in ms (0: forever). */
+  maxAgeMs: number;
+  /** What JetStream does at a limit: refuse the new message (New) or drop the oldest ones (Old). */
+  discard: DiscardPolicy;
+  /** Limits (TRADING: the replay source) or WorkQueue (SEQUENCE: kept until the sequencer acked it). */
+  retention: RetentionPolicy;
 };
 
 function isNotFound(error: unknown): boolean {
@@ -54,48 +93,87 @@ async function ensureStream(
   prefix: string,
   duplicateWindowMs: number,
   replicas: number,
-  maxMessageBytes = -1,
+  limits: StreamLimits,
 ) {
-  const wanted = {
-    name,
+  const mutable = {
     subjects: [`${prefix}.>`],
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.New,
+    discard: limits.discard,
     duplicate_window: nanos(duplicateWindowMs),
     num_replicas: replicas,
-    max_msg_size: maxMessageBytes,
+    max_msg_size: limits.maxMessageBytes,
+    max_bytes: limits.maxBytes,
+    max_age: nanos(limits.maxAgeMs),
   } satisfies Partial<StreamConfig>;
+  const wanted = {
+    name,
+    storage: StorageType.File,
+    retention: limits.retention,
+    ...mutable,
+  } satisfies Partial<StreamConfig>;
+  const create = () => jsm.streams.add(wanted);
   let existing: StreamConfig;
   try {
     existing = (await jsm.streams.info(name)).config;
   } catch (error) {
     if (!isNotFound(error)) throw error;
-    await jsm.streams.add(wanted);
+    await create();
     return;
   }
-  if (existing.storage !== StorageType.File || existing.retention !== RetentionPolicy.Limits) {
+  if (existing.storage !== StorageType.File) {
     throw new Error(
       `stream ${name} exists with storage=${existing.storage} retention=${existing.retention}; ` +
-        "this service needs file storage and limits retention (delete or migrate the stream)",
+        `this service needs file storage and ${limits.retention} retention (delete or migrate the stream)`,
+    );
+  }
+  if (name === INTAKE_STREAM && existing.retention !== limits.retention) {
+    await recreateDrainedIntake(jsm);
+    await create();
+    return;
+  }
+  if (existing.retention !== limits.retention) {
+    throw new Error(
+      `stream ${name} exists with retention=${existing.retention}; this service needs ${limits.retention} ` +
+        "retention (delete or migrate the stream)",
     );
   }
   const subjectsDiffer = existing.subjects?.length !== 1 || existing.subjects[0] !== `${prefix}.>`;
+  // Unset limits read back as -1 (sizes) and 0 (age); a stream from before the limits existed has them so.
   if (
     subjectsDiffer ||
-    existing.discard !== DiscardPolicy.New ||
-    existing.duplicate_window !== wanted.duplicate_window ||
+    (existing.discard ?? DiscardPolicy.Old) !== limits.discard ||
+    existing.duplicate_window !== mutable.duplicate_window ||
     (existing.num_replicas || 1) !== replicas ||
-    (existing.max_msg_size ?? -1) !== maxMessageBytes
+    (existing.max_msg_size ?? -1) !== limits.maxMessageBytes ||
+    (existing.max_bytes ?? -1) !== limits.maxBytes ||
+    (existing.max_age ?? 0) !== mutable.max_age
   ) {
-    await jsm.streams.update(name, {
-      subjects: wanted.subjects,
-      discard: DiscardPolicy.New,
-      duplicate_window: wanted.duplicate_window,
-      num_replicas: replicas,
-      max_msg_size: maxMessageBytes,
-    });
+    await jsm.streams.update(name, mutable);
   }
+}
+
+/**
+ * A SEQUENCE made by an earlier version (limits retention, keeping every message) cannot be changed to work-queue
+ * retention in place. Once its consumer has nothing left to sequence, it is deleted (with the consumer) and made
+ * again; before that, provisioning refuses with what to do. Admin only (runtime roles may not delete streams).
+ */
+async function recreateDrainedIntake(jsm: JetStreamManager): Promise<void> {
+  let waiting = 0;
+  try {
+    const info = await jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER);
+    waiting = info.num_pending + info.num_ack_pending;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+    const { state } = await jsm.streams.info(INTAKE_STREAM);
+    waiting = state.messages; // no consumer: nothing says what was sequenced
+  }
+  if (waiting > 0) {
+    throw new Error(
+      `stream ${INTAKE_STREAM} has limits retention (an earlier version) and ${waiting} messages not yet sequenced; ` +
+        "let the sequencer drain it (stop the API first), then provision again: SEQUENCE is then recreated with " +
+        "work-queue retention, keeping only what is not yet sequenced",
+    );
+  }
+  await jsm.streams.delete(INTAKE_STREAM);
 }
 
 async function ensureSequencerConsumer(jsm: JetStreamManager, options: TopologyOptions) {
@@ -143,16 +221,36 @@ async function ensureSequencerConsumer(jsm: JetStreamManager, options: TopologyO
  */
 export async function ensureTopology(jsm: JetStreamManager, options: TopologyOptions): Promise<void> {
   const replicas = options.replicas ?? 1;
+  const intakeLimits: StreamLimits = {
+    maxMessageBytes: INTAKE_MAX_MESSAGE_BYTES,
+    maxBytes: options.intakeMaxBytes ?? -1,
+    maxAgeMs: 0,
+    discard: DiscardPolicy.New,
+    retention: RetentionPolicy.Workqueue,
+  };
   await ensureStream(
     jsm,
     INTAKE_STREAM,
     INTAKE_SUBJECT_PREFIX,
     options.duplicateWindowMs,
     replicas,
-    INTAKE_MAX_MESSAGE_BYTES,
+    intakeLimits,
   );
-  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, options.duplicateWindowMs, replicas);
+  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, options.duplicateWindowMs, replicas, {
+    maxMessageBytes: -1,
+    maxBytes: options.tradingMaxBytes ?? -1,
+    maxAgeMs: options.tradingMaxAgeMs ?? 0,
+    discard: tradingLimited(options) ? DiscardPolicy.Old : DiscardPolicy.New,
+    retention: RetentionPolicy.Limits,
+  });
   await ensureSequencerConsumer(jsm, options);
+}
+
+/** Whether TRADING has a size or age limit (and so discards its oldest messages). */
+export function tradingLimited(
+  options: Pick<TopologyOptions, "tradingMaxAgeMs" | "tradingMaxBytes">,
+): boolean {
+  return options.tradingMaxAgeMs !== undefined || options.tradingMaxBytes !== undefined;
 }
 
 /**

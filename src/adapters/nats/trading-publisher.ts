@@ -60,8 +60,9 @@ export interface TradingLog {
   /** Publishes contiguous records in order; resolves once every one is confirmed at its own position. */
   append(records: readonly TradingRecord[]): Promise<void>;
   /**
-   * Reads the message at record.sequenceId and resolves if it is this record (subject, bytes, msg id digest);
-   * throws TradingMismatchError if it is not, or if there is none.
+   * Reads the message at record.sequenceId and resolves if it is this record (subject, bytes, msg id digest), or
+   * if TRADING's retention limits already removed it (below the stream's first sequence); throws
+   * TradingMismatchError if it is not this record, or if there is none at or above the first sequence.
    */
   verify(record: TradingRecord): Promise<void>;
 }
@@ -171,9 +172,18 @@ export class JetStreamTradingLog implements TradingLog {
     if (ack.duplicate) await this.verify(last);
   }
 
+  /**
+   * A message absent below TRADING's first sequence was removed by its retention limits (TRADING_MAX_AGE,
+   * TRADING_MAX_BYTES): there is nothing to compare, and that is no mismatch. Absent at or above it is one.
+   */
   async verify(record: TradingRecord): Promise<void> {
     const stored = await this.jsm.streams.getMessage(TRADING_STREAM, { seq: Number(record.sequenceId) });
-    if (!stored) throw new TradingMismatchError(record.sequenceId, "TRADING has no message at that position");
+    if (!stored) {
+      const { state } = await this.jsm.streams.info(TRADING_STREAM);
+      // An empty stream reports first_seq = last_seq + 1: everything up to last_seq is gone.
+      if (record.sequenceId < BigInt(state.first_seq)) return;
+      throw new TradingMismatchError(record.sequenceId, "TRADING has no message at that position");
+    }
     const difference = tradingDifference(stored, record);
     if (difference !== null) throw new TradingMismatchError(record.sequenceId, difference);
   }

@@ -74,6 +74,76 @@ export function runOpenLoad(
   });
 }
 
+/** One soak request as the generator reported it (wall-clock ms; status 0 = no answer, -1 = skipped). */
+export type SoakAnswer = {
+  status: number;
+  dueMs: number;
+  answeredMs: number;
+  referenceId: string | undefined;
+};
+
+/**
+ * Open-loop load for the soak, with each request reported as it resolves: `onStart` gets the schedule's start
+ * (wall ms), `onAnswer` every request. Resolves with the generator's CPU seconds when the schedule has run out
+ * and every request has resolved; `signal` stops the generator early (the run has failed).
+ */
+export async function runSoakLoad(
+  target: Target,
+  options: { rate: number; maxInFlight: number; durationMs: number; signal?: AbortSignal },
+  handlers: { onStart(wallMs: number): void; onAnswer(answer: SoakAnswer): void },
+): Promise<{ generatorCpuS: number }> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-loadgen-"));
+  try {
+    const specPath = join(dir, "spec.json");
+    const spec: LoadSpec = {
+      ...target,
+      mode: "soak",
+      rate: options.rate,
+      concurrency: options.maxInFlight,
+      warmupMs: 0,
+      durationMs: options.durationMs,
+      out: join(dir, "unused.json"),
+    };
+    writeFileSync(specPath, JSON.stringify(spec));
+    const proc = Bun.spawn([process.execPath, BUN_LOADGEN, specPath], { stdout: "pipe", stderr: "inherit" });
+    options.signal?.addEventListener("abort", () => proc.kill());
+    let ended = false;
+    await forEachLine(proc.stdout, (line) => {
+      const [head, due, answered, ref] = line.split(" ");
+      if (head === "start") handlers.onStart(Number(due));
+      else if (head === "end") ended = true;
+      else if (head !== undefined && due !== undefined && answered !== undefined) {
+        handlers.onAnswer({
+          status: Number(head),
+          dueMs: Number(due),
+          answeredMs: Number(answered),
+          referenceId: ref === "-" ? undefined : ref,
+        });
+      }
+    });
+    const code = await proc.exited;
+    options.signal?.throwIfAborted();
+    if (code !== 0 || !ended) throw new Error(`built-in load generator (soak) exited with ${code}`);
+    return { generatorCpuS: cpuSecondsOf(proc) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function forEachLine(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let rest = "";
+  for await (const chunk of stream) {
+    const lines = (rest + decoder.decode(chunk, { stream: true })).split("\n");
+    rest = lines.pop() ?? "";
+    for (const line of lines) if (line) onLine(line);
+  }
+  if (rest) onLine(rest);
+}
+
 async function runBunLoadgen(spec: Omit<LoadSpec, "out">): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), "bench-loadgen-"));
   try {
