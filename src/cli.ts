@@ -1,15 +1,8 @@
 #!/usr/bin/env bun
 /**
- * sequencer serve [--role all|api|sequencer]   run the API and/or the sequencer (default: all)
- * sequencer migrate                            apply database migrations and exit
- * sequencer provision                          create the JetStream topology on NATS_URL as the admin role, and exit
- * sequencer token --user <id> [--role reader|admin] [--ttl 24h] [--key <file> [--kid <kid>] [--alg <alg>]]
- *                                            print a signed JWT (only the token, on stdout)
- * sequencer replay --after <seq> [--follow]   the sequenced events from TRADING as NDJSON on stdout
- * sequencer inspect [--json]                  streams, consumer, database head and a verdict on one screen
- * sequencer inspect --verify [--from <seq>]   recompute the digest chain over `events`, compare it with TRADING,
- *                                            name the first sequenceId that differs (exit 3; needs DATABASE_URL)
- * sequencer bench [--quick] [--json <path>]   measure against baselines in one run (docs/performance.md)
+ * The service's command line. The verbs, their usage and what each does: VERBS below (`sequencer --help`,
+ * `sequencer <verb> --help`). Exit codes: 0 ok, 1 fatal, 2 configuration error, 3 inspect found a mismatch,
+ * 64 usage, 69 a missing tool that cannot be installed, 77 NATS refused the credentials.
  */
 import { parseArgs } from "node:util";
 import { openDatabase } from "./adapters/db/client.ts";
@@ -26,16 +19,40 @@ import { embeddedCredentials, embeddedEndpoint } from "./runtime/embedded-nats.t
 import { ProvisionError } from "./runtime/provision-tools.ts";
 import { provisionBroker, startService } from "./service.ts";
 
-const USAGE = `usage:
-  sequencer serve [--role all|api|sequencer]
-  sequencer migrate
-  sequencer provision   (NATS_URL and the admin role's NATS_* credentials)
-  sequencer token --user <id> [--role reader|admin] [--admin] [--ttl <duration ≤ AUTH_MAX_TTL, e.g. 1h>]
-                  [--key <private JWK or PKCS#8 PEM file> [--kid <kid>] [--alg ES256|EdDSA|RS256]]
-  sequencer replay --after <sequenceId> [--follow] [--nats <url>]
-  sequencer inspect [--json] [--nats <url>]
+/** Each verb's usage and what it does: `sequencer --help` prints them all, `sequencer <verb> --help` its own. */
+const VERBS: Record<string, string> = {
+  serve: `sequencer serve [--role all|api|sequencer]
+    run the API and/or the sequencer (default: all) on NATS_URL and DATABASE_URL, or on an embedded nats-server
+    and PGlite under DATA_DIR when those are unset; configuration from the environment (README: Configuration)`,
+  migrate: `sequencer migrate
+    apply the database migrations and exit (serve also applies them at start, under an advisory lock)`,
+  provision: `sequencer provision
+    create or update the JetStream streams, consumer and buckets on NATS_URL as the admin role (NATS_* credentials
+    of the admin user), and exit`,
+  token: `sequencer token --user <id> [--role reader|admin] [--admin] [--ttl <duration ≤ AUTH_MAX_TTL, e.g. 1h>]
+                [--key <private JWK or PKCS#8 PEM file> [--kid <kid>] [--alg ES256|EdDSA|RS256]]
+    print a signed bearer token (only the token, on stdout)`,
+  replay: `sequencer replay --after <sequenceId> [--follow] [--nats <url>]
+    the sequenced events from TRADING as NDJSON on stdout, from the one after <sequenceId>, as the reader role`,
+  inspect: `sequencer inspect [--json] [--nats <url>]
+    streams, consumer, database head and a verdict on one screen (exit 3 on a mismatch)
   sequencer inspect --verify [--from <sequenceId>] [--nats <url>]   (needs DATABASE_URL)
-  sequencer bench [--quick] [--json <path>]  (all options: docs/performance.md)`;
+    recompute the digest chain over events, compare it with TRADING, name the first sequenceId that differs`,
+  bench: `sequencer bench [--quick] [--json <path>] [--only <phases>] ...
+    measure the service against its baselines in one run (every option: docs/performance.md)`,
+};
+
+const USAGE = `usage:\n${Object.values(VERBS)
+  .map((text) => `  ${text.split("\n")[0]}`)
+  .join("\n")}\n  sequencer <command> --help`;
+
+const HELP = `sequencer: an exactly-once order sequencer (HTTP → NATS JetStream → PostgreSQL → TRADING)
+
+${Object.values(VERBS)
+  .map((text) => `  ${text}`)
+  .join("\n\n")}
+
+  sequencer --help, sequencer <command> --help   this text, or one command's`;
 
 class UsageError extends Error {}
 
@@ -253,6 +270,18 @@ async function inspectCommand(args: string[]): Promise<void> {
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
+  // Help is an answer, not an error: on stdout, exit 0.
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    if (command === undefined) throw new UsageError("missing command");
+    process.stdout.write(`${HELP}\n`);
+    return;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    const verb = VERBS[command];
+    if (verb === undefined) throw new UsageError(`unknown command ${command}`);
+    process.stdout.write(`  ${verb}\n`);
+    return;
+  }
   switch (command) {
     case "serve":
       return serve(rest);

@@ -1023,11 +1023,7 @@ describe("NATS unavailable", () => {
     "server stopped → 503 UNAVAILABLE with Retry-After within the publish timeout, never 202",
     async () => {
       await down.nats.stop();
-      const statuses: number[] = [];
-      for (let i = 0; i < 3; i++) {
-        await expectUnavailable(PUBLISH_TIMEOUT_MS + 1_500);
-        statuses.push(503);
-      }
+      for (let i = 0; i < 3; i++) await expectUnavailable(PUBLISH_TIMEOUT_MS + 1_500);
       // Concurrent requests fail the same way, each within the bound.
       const answers = await Promise.all(Array.from({ length: 5 }, () => post()));
       for (const { res, elapsedMs } of answers) {
@@ -1035,9 +1031,7 @@ describe("NATS unavailable", () => {
         expect(res.headers.get("retry-after")).toBe("1");
         expect((await readError(res)).code).toBe("UNAVAILABLE");
         expect(elapsedMs).toBeLessThan(PUBLISH_TIMEOUT_MS + 1_500);
-        statuses.push(res.status);
       }
-      expect(statuses).not.toContain(202);
       // The failure is logged as a warning with its cause, not as an unhandled error.
       expect(down.log.lines.some((l) => l.level === "warn" && l.msg === "dependency unavailable")).toBe(true);
       expect(down.log.lines.some((l) => l.level === "error")).toBe(false);

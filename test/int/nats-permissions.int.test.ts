@@ -211,7 +211,7 @@ describe("every attack is refused by the server", () => {
         refused(await attempt(nc, subject, "{}"), subject);
       }
     }
-    expect((await jetstreamManager(await as("admin"))).streams.info("TRADING")).resolves.toBeDefined();
+    await expect((await jetstreamManager(await as("admin"))).streams.info("TRADING")).resolves.toBeDefined();
   });
 
   test("poisoned idempotency: only the api may write the IDEMPOTENCY bucket, and only it may read it", async () => {

@@ -258,7 +258,7 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
       )[0]?.n;
 
     // A hole: 5 and 6 after head 3. Refused as a whole, the rejected message with it.
-    expect(
+    await expect(
       stack.store.append(stored(5, [makeOrder(), makeOrder()], head3), rejected, head3),
     ).rejects.toBeInstanceOf(LogContinuityError);
     expect(await headOf()).toBe(3n);
