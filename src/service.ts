@@ -363,31 +363,32 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     : undefined;
   const httpLog = log.child({ component: "http" });
   // The API role serves everything; the sequencer-only role serves just /healthz and /readyz.
-  const app = tokens
-    ? createHttpApp({
-        intake: new IntakeService(
-          new SnowflakeGenerator(workerId),
-          intakePublisher as JetStreamIntakePublisher,
-          await withRetry(log, "idempotency bucket", () =>
-            KvIdempotencyStore.open(js, config.idempotencyWindowMs, config.streamReplicas),
+  const app =
+    tokens && intakePublisher
+      ? createHttpApp({
+          intake: new IntakeService(
+            new SnowflakeGenerator(workerId),
+            intakePublisher,
+            await withRetry(log, "idempotency bucket", () =>
+              KvIdempotencyStore.open(js, config.idempotencyWindowMs, config.streamReplicas),
+            ),
+            store,
           ),
+          pending: new JetStreamIntakeLookup(jsm),
+          tokens,
           store,
-        ),
-        pending: new JetStreamIntakeLookup(jsm),
-        tokens,
-        store,
-        readiness,
-        bodyLimitBytes: config.bodyLimitBytes,
-        limits: {
-          rateLimit: config.rateLimit,
-          authFailureLimit: config.authFailureLimit,
-          bodyTimeoutMs: config.bodyTimeoutMs,
-          auditIntervalMs: config.auditIntervalMs,
-        },
-        metrics,
-        log: httpLog,
-      })
-    : createHealthApp(readiness, metrics, httpLog);
+          readiness,
+          bodyLimitBytes: config.bodyLimitBytes,
+          limits: {
+            rateLimit: config.rateLimit,
+            authFailureLimit: config.authFailureLimit,
+            bodyTimeoutMs: config.bodyTimeoutMs,
+            auditIntervalMs: config.auditIntervalMs,
+          },
+          metrics,
+          log: httpLog,
+        })
+      : createHealthApp(readiness, metrics, httpLog);
   // No Bun body cap here: Bun's own 413 has an empty body; the app answers every oversized body as JSON itself,
   // from the declared length or after reading at most BODY_LIMIT_BYTES of a chunked one (http-server.ts).
   const server = serveHttp(app, {

@@ -11,6 +11,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { getPostgres, onPglite } from "../support/services.ts";
+import { holdTableLock } from "../support/table-lock.ts";
 import {
   Cluster,
   disallowedAnswers,
@@ -576,22 +577,9 @@ describe("fault injection (real CLI processes, nats-server, PostgreSQL)", () => 
               seq.start();
               await seq.waitLeader();
             }
-            let release = () => {};
-            const released = new Promise<void>((resolve) => {
-              release = resolve;
-            });
-            let locked = () => {};
-            const isLocked = new Promise<void>((resolve) => {
-              locked = resolve;
-            });
             // SHARE mode blocks INSERT (ROW EXCLUSIVE) and lets SELECT through.
-            const holder = admin.begin(async (tx) => {
-              await tx`lock table events in share mode`;
-              locked();
-              await released;
-            });
+            const lock = await holdTableLock(admin, "events", "share");
             try {
-              await isLocked;
               expect((await client.send(api.url)).outcome).toBe("2xx");
               const writer = await until(
                 "the sequencer's INSERT to wait on the lock",
@@ -610,8 +598,7 @@ describe("fault injection (real CLI processes, nats-server, PostgreSQL)", () => 
                 { terminated: boolean }[]
               >`select pg_terminate_backend(${writer}) as terminated`;
               const t = Date.now();
-              release();
-              await holder;
+              await lock.release();
               // Leading again (or dead): a new writer session holds the lock, and /readyz says so.
               const leaderAgain = await until(
                 "the sequencer to lead again",
@@ -634,8 +621,7 @@ describe("fault injection (real CLI processes, nats-server, PostgreSQL)", () => 
                 leaderAgainMs: leaderAgain && seq.running() ? Date.now() - t : null,
               });
             } finally {
-              release();
-              await holder.catch(() => {});
+              await lock.release().catch(() => {});
             }
           }
         } finally {

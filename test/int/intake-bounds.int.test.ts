@@ -18,6 +18,7 @@ import { createLogger } from "../../src/logger.ts";
 import { type RunningService, startService } from "../../src/service.ts";
 import { getPostgres, type NatsServerHandle, onPglite, startNats } from "../support/services.ts";
 import { waitFor } from "../support/stack.ts";
+import { holdTableLock } from "../support/table-lock.ts";
 
 const WINDOW_MS = 5_000;
 let nats: NatsServerHandle;
@@ -181,21 +182,8 @@ describe.skipIf(onPglite)("bounded intake (needs real PostgreSQL)", () => {
     const termBefore = termOf(await leaderDetail());
     expect(termBefore).toBeGreaterThan(0);
     const before = await databaseHead();
-    let release = () => {};
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let locked = () => {};
-    const isLocked = new Promise<void>((resolve) => {
-      locked = resolve;
-    });
-    const holder = admin.begin(async (tx) => {
-      await tx`lock table events in access exclusive mode`;
-      locked();
-      await released;
-    });
+    const lock = await holdTableLock(admin, "events", "access exclusive");
     try {
-      await isLocked;
       await placeOrders(50); // accepted: the intake does not need the database
       const t = Date.now();
       const res = await fetch(`${api.url}/events?after=0`, {
@@ -211,19 +199,9 @@ describe.skipIf(onPglite)("bounded intake (needs real PostgreSQL)", () => {
       // (ending the stuck session) and takes the lease again: a new term.
       await waitFor("a new writer term", async () => termOf(await leaderDetail()) > termBefore, 15_000);
     } finally {
-      release();
-      await holder;
+      await lock.release();
     }
-    await waitFor("sequencing to resume", async () => (await databaseHead()) === before + 50, 30_000).catch(
-      async (error) => {
-        const nc = await connect({ servers: nats.url });
-        const info = await (await jetstreamManager(nc)).consumers.info(INTAKE_STREAM, "sequencer");
-        await nc.close();
-        throw new Error(
-          `${error}; head ${await databaseHead()} (want ${before + 50}); readyz ${await (await fetch(`${sequencer.opsUrl}/readyz`)).text()}; consumer ${JSON.stringify({ pending: info.num_pending, ack: info.num_ack_pending, redelivered: info.num_redelivered, waiting: info.num_waiting, floor: info.ack_floor, delivered: info.delivered })}`,
-        );
-      },
-    );
+    await waitFor("sequencing to resume", async () => (await databaseHead()) === before + 50, 30_000);
     await expectExactLog();
   }, 60_000);
 });

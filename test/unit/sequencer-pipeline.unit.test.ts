@@ -188,6 +188,28 @@ function sequencerOver(
   );
 }
 
+/** A sequencer whose signs of progress for the writer lease (alive) are recorded in `beats`, as times. */
+function beatingSequencer(
+  source: IntakeSource,
+  store: EventStore,
+  fetchWaitMs: number,
+  beats: number[],
+): Sequencer {
+  return new Sequencer(
+    source,
+    store,
+    new MemoryTrading(),
+    {
+      batchSize: 10,
+      fetchWaitMs,
+      catchUpPageSize: 100,
+      keepAliveMs: 1_000,
+      alive: () => beats.push(Date.now()),
+    },
+    createLogger({ test: true }, "silent"),
+  );
+}
+
 /** Records what the sequencer reports about TRADING mismatches. */
 function mismatchObserver(): SequencerObserver & { reported: (bigint | null)[] } {
   const reported: (bigint | null)[] = [];
@@ -327,20 +349,7 @@ describe("sequencer pipeline", () => {
       if (++appendCalls === 3) await new Promise<void>((resolve) => (stuck = resolve));
       return append(...args);
     };
-    const source = new ScriptedSource([[1n], [2n], [3n]]);
-    const sequencer = new Sequencer(
-      source,
-      store,
-      new MemoryTrading(),
-      {
-        batchSize: 10,
-        fetchWaitMs: 10,
-        catchUpPageSize: 100,
-        keepAliveMs: 1_000,
-        alive: () => beats.push(Date.now()),
-      },
-      createLogger({ test: true }, "silent"),
-    );
+    const sequencer = beatingSequencer(new ScriptedSource([[1n], [2n], [3n]]), store, 10, beats);
     const abort = new AbortController();
     const running = sequencer.run(abort.signal);
     const deadline = Date.now() + 5_000;
@@ -367,19 +376,7 @@ describe("sequencer pipeline", () => {
     store.head = async () => {
       throw new Error("database unavailable");
     };
-    const sequencer = new Sequencer(
-      new ScriptedSource([]),
-      store,
-      new MemoryTrading(),
-      {
-        batchSize: 10,
-        fetchWaitMs: 20,
-        catchUpPageSize: 100,
-        keepAliveMs: 1_000,
-        alive: () => beats.push(Date.now()),
-      },
-      createLogger({ test: true }, "silent"),
-    );
+    const sequencer = beatingSequencer(new ScriptedSource([]), store, 20, beats);
     const abort = new AbortController();
     const running = sequencer.run(abort.signal);
     await Bun.sleep(1_500); // backoff grows past 400 ms by then

@@ -86,10 +86,6 @@ function firstRow(result: unknown): Record<string, unknown> | undefined {
   return rowsOf<Record<string, unknown>>(result)[0];
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** The lease row and the lock's holder, as a standby sees them. */
 type Holder = {
   lockPid: number | null;
@@ -304,7 +300,7 @@ export class PostgresWriterLease implements WriterLease {
       this.log.error(
         "cannot end the hung writer's session: every sequencer must connect as the same database role (or one " +
           "with pg_signal_backend)",
-        { error: messageOf(error) },
+        { error },
       );
       return false;
     }
@@ -343,7 +339,7 @@ export class PostgresWriterLease implements WriterLease {
       else if (renew) this.renewedAt = now;
     } catch (error) {
       // The database did not answer: the lease may still hold until it runs out; the next tick tries again.
-      this.log.warn("writer lease: renewal failed", { error: messageOf(error) });
+      this.log.warn("writer lease: renewal failed", { error });
     } finally {
       this.checking = false;
     }

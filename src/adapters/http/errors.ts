@@ -10,7 +10,6 @@ import {
   IdempotencyRecordRejected,
   InvalidInputError,
   NotFoundError,
-  rootMessage,
   UnavailableError,
 } from "../../app/errors.ts";
 import type { Logger } from "../../logger.ts";
@@ -94,7 +93,7 @@ export function errorMapping(log: Logger, observe?: AnswerObserver) {
       }
       if (isDatabaseUnavailable(error)) {
         // A read that timed out or lost its connection: the database is the problem, not the request.
-        log.warn("database unavailable", { error: rootMessage(error) });
+        log.warn("database unavailable", { error });
         return errorResponse(503, "UNAVAILABLE", "the database did not answer; retry later", undefined, {
           "retry-after": "1",
         });

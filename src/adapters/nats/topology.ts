@@ -110,13 +110,12 @@ async function ensureStream(
     retention: limits.retention,
     ...mutable,
   } satisfies Partial<StreamConfig>;
-  const create = () => jsm.streams.add(wanted);
   let existing: StreamConfig;
   try {
     existing = (await jsm.streams.info(name)).config;
   } catch (error) {
     if (!isNotFound(error)) throw error;
-    await create();
+    await jsm.streams.add(wanted);
     return;
   }
   if (existing.storage !== StorageType.File) {
@@ -127,7 +126,7 @@ async function ensureStream(
   }
   if (name === INTAKE_STREAM && existing.retention !== limits.retention) {
     await recreateDrainedIntake(jsm);
-    await create();
+    await jsm.streams.add(wanted);
     return;
   }
   if (existing.retention !== limits.retention) {
