@@ -7,9 +7,15 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import { type NatsConnection, PermissionViolationError } from "@nats-io/transport-node";
 import { type Database, openDatabase } from "./adapters/db/client.ts";
 import { DrizzleEventStore } from "./adapters/db/event-store.ts";
-import { InProcessWriterLease, PostgresWriterLease, type WriterLease } from "./adapters/db/writer-lease.ts";
+import {
+  InProcessWriterLease,
+  PostgresWriterLease,
+  readWriterLease,
+  type WriterLease,
+} from "./adapters/db/writer-lease.ts";
 import { createHealthApp, createHttpApp, createOpsApp } from "./adapters/http/app.ts";
 import type { ReadinessCheck } from "./adapters/http/ops.ts";
+import { StatusSampler } from "./adapters/http/status-page.ts";
 import { Metrics } from "./adapters/metrics.ts";
 import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { KvIdempotencyStore } from "./adapters/nats/idempotency-kv.ts";
@@ -277,7 +283,9 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
     const trading = new JetStreamTradingLog(seqNc, seqJs, seqJsm, config.publishTimeoutMs);
     const sequencerLog = log.child({ component: "sequencer" });
     const startTerm = async (): Promise<LeaderTerm> => {
-      const source = await JetStreamIntakeSource.open(seqJs, config.batchSize * 2);
+      const source = await JetStreamIntakeSource.open(seqJs, config.batchSize * 2, {
+        onRedelivered: () => metrics.redelivered(),
+      });
       const sequencer = new Sequencer(
         source,
         // Writes on the writer's fenced session; the duplicate filter reads on the pool, so that the next batch's
@@ -400,13 +408,46 @@ export async function startService(config: Config, role: Role, log: Logger): Pro
   });
   const url = `http://${config.host}:${server.port}`;
   // Metrics and readiness details, off the public port (loopback unless OPS_HOST says otherwise).
-  const opsServer = serveHttp(createOpsApp(readiness, metrics, httpLog), {
+  const status = new StatusSampler(
+    {
+      intake: async () => {
+        const [consumer, stream] = await Promise.all([
+          jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER),
+          jsm.streams.info(INTAKE_STREAM),
+        ]);
+        return {
+          pending: consumer.num_pending,
+          ackPending: consumer.num_ack_pending,
+          redeliveredUnacked: consumer.num_redelivered,
+          stored: stream.state.last_seq,
+        };
+      },
+      databaseHead: async () => (await store.head()).sequenceId,
+      tradingHead: async () => BigInt((await jsm.streams.info(TRADING_STREAM)).state.last_seq),
+      writer: () => readWriterLease(database.db),
+      readiness,
+      ...(serveApi ? { accepted: () => metrics.accepted() } : {}),
+      ...(runSequencer
+        ? {
+            sequencer: async () => ({
+              leader: leadership.leader,
+              lease: lease?.describe() ?? "standby",
+              error: leadership.term?.sequencer.status().lastError ?? null,
+              redelivered: await metrics.redeliveries(),
+            }),
+          }
+        : {}),
+    },
+    httpLog,
+  );
+  const opsServer = serveHttp(createOpsApp(readiness, metrics, httpLog, status), {
     port: config.opsPort,
     hostname: config.opsHost,
     maxRequestBodySize: 65_536,
   });
   const opsUrl = `http://${config.opsHost}:${opsServer.port}`;
   const stopHttp = async () => {
+    status.stop();
     await server.stop();
     await opsServer.stop();
   };

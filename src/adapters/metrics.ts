@@ -67,6 +67,11 @@ export class Metrics implements SequencerObserver {
     help: "Events republished to TRADING by catch-up",
     registers: [this.registry],
   });
+  private readonly redeliveredTotal = new Counter({
+    name: "sequencer_redelivered_total",
+    help: "Intake messages the broker delivered to this process's sequencer again (ack_wait ran out or a nak)",
+    registers: [this.registry],
+  });
   private readonly rateLimitedTotal = new Counter({
     name: "http_rate_limited_total",
     help: "Requests answered 429 (limit=user: RATE_LIMIT per user; auth_failures: AUTH_FAILURE_LIMIT per client IP)",
@@ -177,6 +182,22 @@ export class Metrics implements SequencerObserver {
     this.rejected.inc(stats.rejected);
   }
 
+  /** One intake message delivered again by the broker (JsMsg.info.redelivered). */
+  redelivered(): void {
+    this.redeliveredTotal.inc();
+  }
+
+  /** sequencer_redelivered_total as it stands (the status page's redeliveries). */
+  async redeliveries(): Promise<number> {
+    return sumOf(await this.redeliveredTotal.get());
+  }
+
+  /** Requests this process answered 202 (accepted into SEQUENCE), over every route: the status page's in rate. */
+  async accepted(): Promise<number> {
+    const { values } = await this.requests.get();
+    return sumOf({ values: values.filter((v) => v.labels.status === "202") });
+  }
+
   catchUp(count: number): void {
     this.republished.inc(count);
   }
@@ -184,4 +205,8 @@ export class Metrics implements SequencerObserver {
   tradingMismatch(sequenceId: bigint | null): void {
     this.tradingMismatchGauge.set(sequenceId === null ? 0 : 1);
   }
+}
+
+function sumOf(metric: { values: readonly { value: number }[] }): number {
+  return metric.values.reduce((sum, v) => sum + v.value, 0);
 }

@@ -1,8 +1,9 @@
 /**
  * `sequencer bench [--quick] [--json <path>] …` (also `npm run bench`): measures the service against baselines in
  * the same run and prints a table of figures with ratios (ours ÷ baseline) and the issue's targets; writes JSON to
- * bench/results/<timestamp>.json (or --json). Starts its own nats-server and PostgreSQL on free loopback ports
- * unless NATS_URL / DATABASE_URL are set. See docs/performance.md.
+ * bench/results/<timestamp>.json (or --json), and SVG charts (throughput.svg, latency-over-time.svg) beside it.
+ * Starts its own nats-server and PostgreSQL on free loopback ports unless NATS_URL / DATABASE_URL are set. See
+ * docs/performance.md.
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -14,6 +15,7 @@ import postgres from "postgres";
 import { INTAKE_STREAM, TRADING_STREAM } from "../adapters/nats/topology.ts";
 import { TokenService } from "../app/auth.ts";
 import { type NatsServerHandle, startLocalPostgres, startNats } from "../runtime/local-services.ts";
+import { writeCharts } from "./chart-files.ts";
 import { type CpuGroups, childPids, parentPid, processCpuSeconds, treeCpuSeconds } from "./cpu.ts";
 import { pickGenerator } from "./loadgen/index.ts";
 import { BENCH_USAGE, type BenchOptions, BenchUsageError, parseBenchOptions } from "./options.ts";
@@ -319,6 +321,8 @@ async function bench(opts: BenchOptions): Promise<void> {
   };
   mkdirSync(dirname(jsonPath), { recursive: true });
   writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
+  // Drawn from the JSON as written (NaN → null), so a redraw from the saved file gives the same bytes.
+  const charts = writeCharts(JSON.parse(JSON.stringify(json)), dirname(jsonPath));
   // The phases' table when any of them ran; with --only soak, just the header above the soak's tables.
   const ranPhases = [...opts.phases].some((phase) => phase !== "soak");
   process.stdout.write(`\n${ranPhases ? table : header.join("\n")}\n`);
@@ -329,7 +333,7 @@ async function bench(opts: BenchOptions): Promise<void> {
       `\n${role} CPU profile (self time, whole process life, top ${profile.top.length}; ${profile.file}):\n${formatProfile(profile.top)}\n`,
     );
   }
-  process.stdout.write(`\nJSON: ${jsonPath}\n`);
+  process.stdout.write(`\nJSON: ${jsonPath}\ncharts: ${charts.join(", ")}\n`);
 }
 
 function stamp(date: Date): string {

@@ -32,7 +32,14 @@ import {
 } from "./processes.ts";
 import { type ProfileEntry, summarizeProfile } from "./profile.ts";
 import type { Progress } from "./progress.ts";
-import { percentile, sortedCopy, wallMs } from "./stats.ts";
+import {
+  e2eIntervalMs,
+  type LatencyInterval,
+  latencyIntervals,
+  percentile,
+  sortedCopy,
+  wallMs,
+} from "./stats.ts";
 
 export type Ctx = {
   opts: BenchOptions;
@@ -435,6 +442,8 @@ export type E2eResult = {
   metricsScrapeMs: { api: number; sequencer: number };
   /** The sequencer's batches over the whole run (warm-up included), from its /metrics. */
   batches?: BatchStats;
+  /** accept→TRADING percentiles per interval of the measured window, by when the 2xx was read (the chart's). */
+  intervals: LatencyInterval[];
 };
 
 /** Slowest of three /metrics scrapes, ms. */
@@ -490,24 +499,26 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
     const answers = load.answers ?? [];
     const settleDeadline = Date.now() + 30_000;
     while (answers.some(([ref]) => !arrivals.has(ref)) && Date.now() < settleDeadline) await Bun.sleep(50);
-    const latencies: number[] = [];
+    const timed: [number, number][] = [];
     let missing = 0;
+    let firstAnswer = Number.POSITIVE_INFINITY;
     for (const [ref, answeredAt] of answers) {
+      firstAnswer = Math.min(firstAnswer, answeredAt);
       const arrived = arrivals.get(ref);
       if (arrived === undefined) missing++;
-      else latencies.push(arrived - answeredAt);
+      else timed.push([answeredAt, arrived - answeredAt]);
     }
-    const sorted = sortedCopy(latencies);
+    const intervals = latencyIntervals(timed, firstAnswer, e2eIntervalMs(ctx.opts.e2eDurationMs));
+    const sorted = sortedCopy(timed.map(([, latency]) => latency));
     const rssMb = { api: peakRssMb(api.pid), sequencer: peakRssMb(sequencer.pid) };
     const cpu = meter.stop({ loadgen: load.generatorCpuS ?? 0 });
     const batches = await scrapeBatchStats(seqOpsPort);
     const metricsScrapeMs = { api: await scrapeMs(apiOpsPort), sequencer: await scrapeMs(seqOpsPort) };
-    if (latencies.length === 0)
-      throw new Error(`end to end: no event arrived on TRADING\n${logTail(sequencer)}`);
+    if (timed.length === 0) throw new Error(`end to end: no event arrived on TRADING\n${logTail(sequencer)}`);
     return {
       offeredRate: ctx.opts.e2eRate,
       achievedRps: load.rps,
-      samples: latencies.length,
+      samples: timed.length,
       missing,
       p50Ms: percentile(sorted, 50),
       p99Ms: percentile(sorted, 99),
@@ -522,6 +533,7 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
       quiet: quietBefore,
       metricsScrapeMs,
       ...(batches ? { batches } : {}),
+      intervals,
     };
   } finally {
     sub.unsubscribe();

@@ -211,6 +211,7 @@ export function renderSoak(soak: SoakResult): string {
         "HTTP p99 ms",
         "accept→TRADING p50 ms",
         "p99 ms",
+        "max ms",
         ...processes.map((p) => `${p} MB`),
       ],
       ...soak.rows.map((r) => [
@@ -222,6 +223,7 @@ export function renderSoak(soak: SoakResult): string {
         ms(r.httpP99Ms),
         ms(r.toTradingP50Ms),
         ms(r.toTradingP99Ms),
+        ms(r.toTradingMaxMs),
         ...processes.map((p) => int(r.rssMb[p])),
       ]),
     ],

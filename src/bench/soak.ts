@@ -60,6 +60,7 @@ export type SoakRow = {
   /** From the 2xx answer to the event's arrival on the TRADING subscriber. */
   toTradingP50Ms: number;
   toTradingP99Ms: number;
+  toTradingMaxMs: number;
   /** Resident set at the end of the interval, per process (MB). */
   rssMb: Record<string, number>;
 };
@@ -143,7 +144,11 @@ async function startBroker(ctx: Ctx): Promise<Broker> {
       stop: async () => {},
     };
   }
-  const passwords = Object.fromEntries(NATS_ROLES.map((role) => [role, randomBytes(24).toString("hex")]));
+  // A letter first, as embedded-nats.ts does: nats-server parses the variable's value as config, and hex that
+  // starts with digits can be read as a number and refused ("variable reference … could not be parsed").
+  const passwords = Object.fromEntries(
+    NATS_ROLES.map((role) => [role, `p${randomBytes(24).toString("hex")}`]),
+  );
   const before = new Set(childPids(process.pid, "nats-server"));
   const server = await startNats({
     config: renderAuthorization(),
@@ -477,6 +482,7 @@ class SoakRecorder {
       httpP99Ms: percentile(http, 99),
       toTradingP50Ms: percentile(toTrading, 50),
       toTradingP99Ms: percentile(toTrading, 99),
+      toTradingMaxMs: toTrading.length ? (toTrading[toTrading.length - 1] as number) : Number.NaN,
       rssMb: b.rssMb,
     };
   }

@@ -23,6 +23,9 @@ export type SystemPackage = {
 export const NATS_SERVER: SystemPackage = { binary: "nats-server", apt: "nats-server", brew: "nats-server" };
 /** `postgres` is not on PATH on Debian (it lives in /usr/lib/postgresql/<v>/bin), see `findPostgresBinDir`. */
 export const POSTGRESQL: SystemPackage = { binary: "postgres", apt: "postgresql", brew: "postgresql@16" };
+/** Test-only tools: the status page's browser test and the Prometheus rule/metrics checks. */
+export const CHROMIUM: SystemPackage = { binary: "chromium", apt: "chromium", brew: "chromium" };
+export const PROMTOOL: SystemPackage = { binary: "promtool", apt: "prometheus", brew: "prometheus" };
 
 /** What provisioning can see about the machine. */
 export type HostFacts = {
@@ -266,6 +269,31 @@ export function ensurePostgresBinDir(
   try {
     const dir = installIfMissing(POSTGRESQL, { find: findPostgresBinDir }, POSTGRES_ADVICE, options);
     return { dir };
+  } catch (error) {
+    if (error instanceof ProvisionError) return { unavailable: error.message };
+    throw error;
+  }
+}
+
+/**
+ * The absolute path of a test tool (`CHROMIUM`, `PROMTOOL`), installing its package when it is not on PATH. Returns
+ * `{ unavailable }` with a one-line reason when it cannot be had; the test that needs it says so by name.
+ */
+export function ensureTestTool(
+  pkg: SystemPackage,
+  options: { host?: HostFacts; log?: ProvisionLog } = {},
+): { path: string } | { unavailable: string } {
+  try {
+    const path = installIfMissing(
+      pkg,
+      {
+        find: () => findOnPath(pkg.binary),
+        findAfterInstall: () => findOnPath(pkg.binary) ?? findOnPath(pkg.binary, SYSTEM_BIN_DIRS),
+      },
+      `install ${pkg.apt} with your package manager`,
+      options,
+    );
+    return { path };
   } catch (error) {
     if (error instanceof ProvisionError) return { unavailable: error.message };
     throw error;

@@ -2,12 +2,13 @@
  * `sequencer bench --quick` through the CLI, once: it starts its own nats-server and PostgreSQL, runs every phase
  * at tiny sizes, prints the table and writes the JSON. Only that the command works is checked — every figure is a
  * positive number — never a timing threshold (CI machines vary; docs/performance.md has the real figures).
- * The soak, which a default run leaves out, gets its own smoke run: 12 s, a row per 3 s.
+ * The soak, which a default run leaves out, gets its own smoke run: 12 s, a row per 3 s. Both write their SVG
+ * charts beside the JSON.
  */
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CLI } from "../support/cli.ts";
 import { onPglite } from "../support/services.ts";
 
@@ -36,6 +37,20 @@ const FIGURES = [
   "rss.apiMb",
   "rss.sequencerMb",
 ];
+
+/** The two charts beside `jsonPath`, checked to be printed, written and SVG; returns their text. */
+function charts(stdout: string, jsonPath: string): { throughput: string; latency: string } {
+  const throughputPath = join(dirname(jsonPath), "throughput.svg");
+  const latencyPath = join(dirname(jsonPath), "latency-over-time.svg");
+  expect(stdout).toContain(`charts: ${throughputPath}, ${latencyPath}`);
+  const [throughput, latency] = [readFileSync(throughputPath, "utf8"), readFileSync(latencyPath, "utf8")];
+  for (const svg of [throughput, latency]) {
+    expect(svg).toStartWith('<svg xmlns="http://www.w3.org/2000/svg"');
+    expect(svg.trimEnd()).toEndWith("</svg>");
+    expect(svg).not.toContain("NaN");
+  }
+  return { throughput, latency };
+}
 
 /** `sequencer bench <args> --json <jsonPath>`, killed after 85 s; throws with both outputs on a non-zero exit. */
 async function bench(args: string[], jsonPath: string): Promise<{ stdout: string; stderr: string }> {
@@ -101,6 +116,14 @@ test.skipIf(onPglite)(
     expect(json.targets.length).toBeGreaterThanOrEqual(7);
     expect(json.targets.every((t) => typeof t.met === "boolean")).toBe(true);
     expect(json.runs.length).toBe(1);
+
+    // The charts: every phase's bars with its baselines, and the end-to-end run's latency per second.
+    const { throughput, latency } = charts(stdout, jsonPath);
+    for (const label of ["the service (api)", "bare publish", "just-Postgres", "the sequencer", "naive loop"])
+      expect(throughput).toContain(`>${label}</text>`);
+    expect(throughput.match(/<rect class="bar" /g)?.length).toBe(7);
+    expect(latency).toContain(">End to end at 500 req/s, per 1 s");
+    expect(latency).toMatch(/<path class="series-p99" d="M[\d.]+ [\d.]+/);
   },
   90_000,
 );
@@ -144,6 +167,12 @@ test.skipIf(onPglite)(
     ]);
     expect(json.soak.trends.map((t) => t.process).sort()).toEqual(["api", "nats", "postgres", "sequencer"]);
     expect(json.soak.checks.length).toBe(4);
+
+    // No phase with baselines ran: the throughput chart says so; the latency chart has the soak's 4 rows.
+    const { throughput, latency } = charts(stdout, jsonPath);
+    expect(throughput).toContain(">no data</text>");
+    expect(latency).toContain("Soak at ");
+    expect(latency).toMatch(/<path class="series-p50" d="M[\d.]+ [\d.]+(L[\d.]+ [\d.]+){3}"/);
   },
   90_000,
 );

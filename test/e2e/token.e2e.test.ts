@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { decodeJwt, exportJWK, exportPKCS8, generateKeyPair } from "jose";
 import { TokenService } from "../../src/app/auth.ts";
 import { CLI, until } from "../support/cli.ts";
+import { runProcess } from "../support/process.ts";
 import { freePort } from "../support/services.ts";
 
 const SECRET = "token-e2e-secret-0123456789-0123456789";
@@ -24,17 +25,10 @@ const START_TIMEOUT = 60_000;
 type Result = { code: number; stdout: string; stderr: string };
 
 async function cli(args: string[], env: Record<string, string>): Promise<Result> {
-  const proc = Bun.spawn([process.execPath, CLI, ...args], {
+  const { out, err, code } = await runProcess([process.execPath, CLI, ...args], {
     env: { ...baseEnv(), ...env },
-    stdout: "pipe",
-    stderr: "pipe",
   });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+  return { code, stdout: out, stderr: err };
 }
 
 async function token(args: string[], env: Record<string, string> = { AUTH_SECRET: SECRET }): Promise<string> {

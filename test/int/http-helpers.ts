@@ -20,6 +20,7 @@ import { IntakeService } from "../../src/app/intake.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import type { Logger } from "../../src/logger.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
+import type { Stack } from "../support/stack.ts";
 
 export const SECRET = "x".repeat(40);
 export const BASE = "http://localhost";
@@ -207,4 +208,17 @@ export async function within<T>(ms: number, what: string, fn: () => Promise<T>):
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The harness's own connections and database as a Stack, so that a sequencer numbers what its API accepts. */
+export function harnessStack(h: Harness): Stack {
+  return {
+    nc: h.nc,
+    js: h.js,
+    jsm: h.jsm,
+    database: h.database,
+    store: h.store,
+    intake: new JetStreamIntakePublisher(h.js, 5_000),
+    close: async () => {},
+  };
 }

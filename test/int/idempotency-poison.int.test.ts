@@ -8,14 +8,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type KV, Kvm } from "@nats-io/kv";
 import { IDEMPOTENCY_BUCKET } from "../../src/adapters/nats/idempotency-kv.ts";
-import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
 import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import type { IdempotencyRecord } from "../../src/app/idempotency.ts";
 import { type CreateOrder, type Deposit, encodeIntakeEvent, type Intake } from "../../src/domain/events.ts";
-import { type RunningSequencer, runSequencer, type Stack, waitFor } from "../support/stack.ts";
+import { type RunningSequencer, runSequencer, waitFor } from "../support/stack.ts";
 import {
   BASE,
   type Harness,
+  harnessStack,
   jsonRequest,
   readError,
   readJson,
@@ -217,16 +217,7 @@ describe("a record planted in the IDEMPOTENCY bucket (issue 12)", () => {
         expect(body).toMatchObject({ type: "CREATE_ORDER", userId: "42", direction: "BUY" });
       }
 
-      const stack: Stack = {
-        nc: h.nc,
-        js: h.js,
-        jsm: h.jsm,
-        database: h.database,
-        store: h.store,
-        intake: new JetStreamIntakePublisher(h.js, 5_000),
-        close: async () => {},
-      };
-      running = await runSequencer(stack);
+      running = await runSequencer(harnessStack(h));
       await waitFor("2 events sequenced", async () => (await h.store.head()).sequenceId === 2n);
 
       const res = await within(10_000, "GET /events", () =>

@@ -1,20 +1,12 @@
 /** The service's CLI as a child process, for the tests that run it (fault harness, cluster, provisioning). */
 import { join } from "node:path";
+import { type ProcessResult, runProcess } from "./process.ts";
 
 export const CLI = join(import.meta.dir, "../../src/cli.ts");
 
 /** Runs the CLI to completion with exactly `env`: its stdout, stderr and exit code. */
-export async function runCli(
-  env: Record<string, string>,
-  ...args: string[]
-): Promise<{ out: string; err: string; code: number }> {
-  const proc = Bun.spawn([process.execPath, CLI, ...args], { env, stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { out, err, code };
+export function runCli(env: Record<string, string>, ...args: string[]): Promise<ProcessResult> {
+  return runProcess([process.execPath, CLI, ...args], { env });
 }
 
 /** `sequencer token --user <id> [--role reader|admin]` with `env` (its AUTH_SECRET): only the JWT on stdout. */

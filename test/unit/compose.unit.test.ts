@@ -6,7 +6,12 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { NATS_ROLES, passwordVariableOf, renderAuthorization } from "../../src/adapters/nats/permissions.ts";
+import {
+  inboxPrefixOf,
+  NATS_ROLES,
+  passwordVariableOf,
+  renderAuthorization,
+} from "../../src/adapters/nats/permissions.ts";
 import { SERVICE_HEAP_ENV } from "../../src/runtime/heap-sizing.ts";
 
 type Service = {
@@ -16,6 +21,7 @@ type Service = {
   depends_on?: Record<string, { condition: string }> | string[];
   healthcheck?: unknown;
   volumes?: string[];
+  profiles?: string[];
 };
 
 const root = join(import.meta.dir, "../..");
@@ -23,12 +29,13 @@ const compose = Bun.YAML.parse(readFileSync(join(root, "compose.yaml"), "utf8"))
   services: Record<string, Service>;
 };
 
-test("compose.yaml has nats, nats-box, postgres, a provisioning step, a sequencer and two API replicas", () => {
+test("compose.yaml has nats, nats-box (reader; admin on request), postgres, a provisioning step, a sequencer and two API replicas", () => {
   expect(Object.keys(compose.services).sort()).toEqual([
     "api-1",
     "api-2",
     "nats",
     "nats-box",
+    "nats-box-admin",
     "postgres",
     "provision",
     "sequencer",
@@ -46,7 +53,8 @@ test("each service gets only its own NATS role's credentials, from .env (no secr
     "api-2": "api",
     sequencer: "sequencer",
     provision: "admin",
-    "nats-box": "admin",
+    "nats-box": "reader",
+    "nats-box-admin": "admin",
   };
   for (const [name, role] of Object.entries(expected)) {
     const env = compose.services[name]?.environment ?? {};
@@ -128,4 +136,14 @@ test("npm start and every compose app launch the service with the heap-sizing hi
   for (const service of ["api-1", "api-2", "sequencer"]) {
     expect(compose.services[service]?.environment?.[name]).toBe(value);
   }
+});
+
+test("nats-box looks with the reader's rights and inbox; the admin box starts only when its profile is asked for", () => {
+  // Without the reader's inbox prefix every JetStream request of the CLI would be refused (its answers could not
+  // be received), so the box saves a context with it before anything else.
+  const command = (compose.services["nats-box"]?.command ?? []).join(" ");
+  expect(command).toContain(`--inbox-prefix ${inboxPrefixOf("reader")} --select`);
+  expect(command).toContain('--user "$$NATS_USER" --password "$$NATS_PASSWORD"');
+  expect(compose.services["nats-box"]?.profiles).toBeUndefined();
+  expect(compose.services["nats-box-admin"]?.profiles).toEqual(["admin"]);
 });

@@ -7,11 +7,14 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import {
+  CHROMIUM,
+  ensureTestTool,
   findOnPath,
   type HostFacts,
   installIfMissing,
   NATS_SERVER,
   POSTGRESQL,
+  PROMTOOL,
   ProvisionError,
   type ProvisionLog,
   planInstall,
@@ -164,5 +167,25 @@ describe("installIfMissing", () => {
     );
     expect(message).not.toContain("\n");
     expect(lines).toEqual([]);
+  });
+});
+
+describe("ensureTestTool", () => {
+  test("the browser and promtool come from Debian's chromium and prometheus packages", () => {
+    const root: HostFacts = { ...linux, isRoot: true, hasAptGet: true };
+    const chromium = planInstall(CHROMIUM, root);
+    const promtool = planInstall(PROMTOOL, root);
+    expect(chromium.kind === "install" && chromium.summary).toBe("apt-get install chromium");
+    expect(promtool.kind === "install" && promtool.summary).toBe("apt-get install prometheus");
+  });
+
+  test("a tool that cannot be installed is an answer with the reason, not a throw", () => {
+    const missing = { ...PROMTOOL, binary: "promtool-that-does-not-exist" };
+    const result = ensureTestTool(missing, { host: linux, log: { start() {}, end() {} } });
+    expect(result).toEqual({
+      unavailable:
+        "promtool-that-does-not-exist is not installed and there is no apt-get or Homebrew to install it with: " +
+        "install prometheus with your package manager",
+    });
   });
 });

@@ -40,6 +40,15 @@ describe("TokenBuckets", () => {
     expect(buckets.check("never-seen")).toEqual({ ok: true });
   });
 
+  test("a client that waits exactly one period gets its token back (no floating-point shortfall)", () => {
+    // Found by the property below (seed -388666787): 1 token per 31 483 ms; 31 483 × (1 / 31 483) < 1.
+    const c = clock();
+    const buckets = new TokenBuckets({ count: 1, perMs: 31_483 }, { now: c.now });
+    expect(buckets.take("k")).toEqual({ ok: true });
+    c.advance(31_483);
+    expect(buckets.take("k")).toEqual({ ok: true });
+  });
+
   test("property: over any window, admitted ≤ burst + rate × window, and a patient client is never refused", () => {
     fc.assert(
       fc.property(

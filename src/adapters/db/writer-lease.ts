@@ -24,6 +24,7 @@ import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import { sleep } from "../../app/backoff.ts";
+import type { WriterReading } from "../../app/status.ts";
 import type { Logger } from "../../logger.ts";
 import { type Db, rowsOf } from "./client.ts";
 import type { WriteFence } from "./event-store.ts";
@@ -410,4 +411,20 @@ export class InProcessWriterLease implements WriterLease {
   async close(): Promise<void> {
     this.held = false;
   }
+}
+
+/**
+ * The writer_lease row, for the status page of any role (an API process knows no lease of its own): who writes,
+ * which term, and whether the lease is live by the database's clock. None with the embedded database.
+ */
+export async function readWriterLease(db: Db): Promise<WriterReading | null> {
+  const rows = await db
+    .select({
+      holder: schema.writerLease.holder,
+      term: schema.writerLease.term,
+      live: sql<boolean>`${schema.writerLease.expiresAt} > now()`,
+    })
+    .from(schema.writerLease)
+    .limit(1);
+  return rows[0] ?? null;
 }

@@ -2,7 +2,6 @@
  * The HTTP application: feature modules behind one error mapping and a request guard for content type and size.
  * It knows nothing about how its services are built (see src/service.ts).
  */
-import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import type { IntakeService } from "../../app/intake.ts";
@@ -16,12 +15,12 @@ import { eventsModule } from "./events.ts";
 import { fundsModule } from "./funds.ts";
 import { RequestGuard } from "./guard.ts";
 import { checkQuery, noBodyAllowed, parseJsonText, type RouteShape, readBody, routeShapes } from "./input.ts";
-import { OPENAPI_ASSET_PATH, openapiAssets } from "./openapi-assets.ts";
+import { openapiAssets } from "./openapi-assets.ts";
+import { apiReference, type DocumentedRoute } from "./openapi-contract.ts";
 import { opsModule, publicHealthModule, type ReadinessCheck } from "./ops.ts";
 import { ordersModule } from "./orders.ts";
 import type { Rate } from "./rate-limit.ts";
-
-type OpenapiScalar = NonNullable<Parameters<typeof openapi>[0]>["scalar"];
+import { type StatusSampler, statusPageModule } from "./status-page.ts";
 
 export type HttpDeps = {
   metrics: Metrics;
@@ -146,34 +145,14 @@ export function createHttpApp(deps: HttpDeps) {
     shapes ??= routeShapes(app.routes);
     return shapes.get(`${method} ${route}`);
   };
+  // For the API contract, read when /openapi/json is first asked for (every route is defined by then).
+  const allRoutes = (): readonly DocumentedRoute[] => app.routes;
   // normalize: false — unknown body fields are rejected, not silently stripped.
   const app = new Elysia({ normalize: false })
     .use(errorMapping(deps.log, (status, request) => guard.answered(status, request)))
     .use(requestMetrics(deps.metrics))
     .use(openapiAssets())
-    .use(
-      openapi({
-        path: "/openapi",
-        documentation: {
-          info: {
-            title: "Exactly-once order sequencer",
-            version: "0.1.0",
-            description:
-              "Orders, cancels, deposits and transfers are accepted (202 after the JetStream PubAck), given a " +
-              'gap-free sequenceId, stored and republished on TRADING. Errors: {"error":{"code","message","field"?}}.',
-          },
-          components: {
-            securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } },
-          },
-          security: [{ bearer: [] }],
-        },
-        // The page's script comes from this service (the pinned @scalar/api-reference package), not a CDN, and
-        // Scalar's default fonts (another host) are off: the page works offline and loads nothing unpinned.
-        // (The plugin's type wants every Scalar option; the page's defaults fill in the rest.)
-        scalar: { cdn: OPENAPI_ASSET_PATH, withDefaultFonts: false } as unknown as OpenapiScalar,
-        exclude: { paths: ["/metrics", OPENAPI_ASSET_PATH] },
-      }),
-    )
+    .use(apiReference(allRoutes))
     .onRequest(({ request }) => {
       const refused = guardBody(request, deps.bodyLimitBytes);
       if (refused) deps.metrics.request("guard", request.method, refused.status, 0);
@@ -202,8 +181,18 @@ export function createHealthApp(readiness: ReadinessCheck, metrics: Metrics, log
 
 /**
  * The ops listener (OPS_HOST:OPS_PORT, loopback by default) of every role: /metrics, /readyz with each check's
- * detail, /healthz. Requests to it are not counted in the request metrics (a scrape would count itself).
+ * detail, /healthz, and the live status page (/status, /status.json). Requests to it are not counted in the
+ * request metrics (a scrape would count itself).
  */
-export function createOpsApp(readiness: ReadinessCheck, metrics: Metrics, log: Logger) {
-  return new Elysia().use(errorMapping(log)).use(metricsRoute(metrics)).use(opsModule(readiness));
+export function createOpsApp(
+  readiness: ReadinessCheck,
+  metrics: Metrics,
+  log: Logger,
+  status: StatusSampler,
+) {
+  return new Elysia()
+    .use(errorMapping(log))
+    .use(metricsRoute(metrics))
+    .use(opsModule(readiness))
+    .use(statusPageModule(status));
 }

@@ -15,6 +15,26 @@ import {
 import type { Logger } from "../../logger.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
 
+/**
+ * Every code an error answer carries, by status: the error schema of the API contract (openapi-responses.ts).
+ * Documentation only; test/unit/error-codes.unit.test.ts checks it against the codes this folder answers with.
+ */
+export const ERROR_CODES = {
+  400: ["INVALID_INPUT", "INVALID_JSON"],
+  401: ["UNAUTHENTICATED"],
+  403: ["FORBIDDEN"],
+  404: ["NOT_FOUND"],
+  408: ["REQUEST_TIMEOUT"],
+  409: ["CONFLICT", "IDEMPOTENCY_KEY_UNUSABLE"],
+  413: ["PAYLOAD_TOO_LARGE"],
+  415: ["UNSUPPORTED_MEDIA_TYPE"],
+  429: ["RATE_LIMITED"],
+  500: ["INTERNAL"],
+  503: ["UNAVAILABLE"],
+} as const satisfies Record<number, readonly string[]>;
+
+export type ErrorStatus = keyof typeof ERROR_CODES;
+
 export class HttpError extends Error {
   constructor(
     readonly status: number,

@@ -17,6 +17,7 @@ import type { EventStore, UserEventReader } from "../db/event-store.ts";
 import type { IntakeLookup } from "../nats/intake-lookup.ts";
 import { type AuthenticationGuard, authentication } from "./auth.ts";
 import { HttpError } from "./errors.ts";
+import { documented, schemaRef } from "./openapi-responses.ts";
 import { idString } from "./schemas.ts";
 
 export const MAX_PAGE = 1000;
@@ -85,10 +86,20 @@ export function eventsModule(
       },
       {
         query: PageQuery,
-        detail: {
+        detail: documented({
           summary: "Replay the whole sequenced log after a sequenceId (keyset paging); reader or admin token",
+          description:
+            "Up to `limit` events (default 100) with sequenceId greater than `after` (default 0), in order.",
           tags: ["events"],
-        },
+          access: "reader-or-admin",
+          answers: {
+            200: {
+              description: "A page of the log; `next` is the `after` of the next page.",
+              schema: schemaRef.eventPage,
+            },
+          },
+          errors: [401, 403, 503],
+        }),
       },
     )
     .get(
@@ -99,11 +110,15 @@ export function eventsModule(
       },
       {
         query: PageQuery,
-        detail: {
-          summary:
-            "The caller's own events after a sequenceId: their orders and cancels, deposits to them, transfers from or to them",
+        detail: documented({
+          summary: "The caller's own events after a sequenceId (keyset paging)",
+          description:
+            "The token user's orders and cancels, deposits to them, transfers from or to them; paged like GET /events.",
           tags: ["events"],
-        },
+          access: "any-token",
+          answers: { 200: { description: "A page of the caller's events.", schema: schemaRef.eventPage } },
+          errors: [401, 503],
+        }),
       },
     )
     .get(
@@ -116,7 +131,15 @@ export function eventsModule(
       },
       {
         params: t.Object({ sequenceId: idString("sequenceId") }),
-        detail: { summary: "One sequenced event; reader or admin token", tags: ["events"] },
+        detail: documented({
+          summary: "One sequenced event; reader or admin token",
+          tags: ["events"],
+          access: "reader-or-admin",
+          answers: {
+            200: { description: "The event, as stored and published on TRADING.", schema: schemaRef.event },
+          },
+          errors: [401, 403, 404, 503],
+        }),
       },
     )
     .get(
@@ -140,11 +163,23 @@ export function eventsModule(
       },
       {
         params: t.Object({ referenceId: idString("referenceId") }),
-        detail: {
+        detail: documented({
           summary:
-            "The sequenced event of a referenceId, {status:'pending'} while it waits to be sequenced; for the user it concerns, reader or admin",
+            "The sequenced event of a referenceId, or {status:'pending'} while it waits to be sequenced",
+          description:
+            "A user sees only the requests that concern them; anyone else gets the same 404 as for an unknown id, " +
+            "also while the request is pending. 503 when the sequencer is so far behind that pending cannot be told.",
           tags: ["events"],
-        },
+          access: "any-token",
+          answers: {
+            200: {
+              description:
+                'The sequenced event, or `{"status":"pending"}` while it waits on the intake stream.',
+              schema: { oneOf: [schemaRef.event, schemaRef.pending] },
+            },
+          },
+          errors: [401, 404, 503],
+        }),
       },
     );
 }

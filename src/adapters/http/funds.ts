@@ -4,7 +4,8 @@ import type { TokenService } from "../../app/auth.ts";
 import { ForbiddenError } from "../../app/errors.ts";
 import type { IntakeService } from "../../app/intake.ts";
 import { type AuthenticationGuard, authentication } from "./auth.ts";
-import { Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
+import { documented } from "./openapi-responses.ts";
+import { ACCEPTED_DESCRIPTION, Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
 
 export function fundsModule(intake: IntakeService, tokens: TokenService, guard?: AuthenticationGuard) {
   return (
@@ -33,7 +34,13 @@ export function fundsModule(intake: IntakeService, tokens: TokenService, guard?:
           ),
           headers: IdempotencyHeaders,
           response: { 202: Accepted },
-          detail: { summary: "Credit a user's asset (DEPOSIT); admin only", tags: ["funds"] },
+          detail: documented({
+            summary: "Credit a user's asset (DEPOSIT); admin only",
+            tags: ["funds"],
+            access: "admin",
+            answers: { 202: { description: ACCEPTED_DESCRIPTION, schema: Accepted } },
+            errors: [401, 403, 409, 429, 503],
+          }),
         },
       )
       .post(
@@ -55,7 +62,13 @@ export function fundsModule(intake: IntakeService, tokens: TokenService, guard?:
           ),
           headers: IdempotencyHeaders,
           response: { 202: Accepted },
-          detail: { summary: "Move an asset between users (TRANSFER); admin only", tags: ["funds"] },
+          detail: documented({
+            summary: "Move an asset between users (TRANSFER); admin only",
+            tags: ["funds"],
+            access: "admin",
+            answers: { 202: { description: ACCEPTED_DESCRIPTION, schema: Accepted } },
+            errors: [401, 403, 409, 429, 503],
+          }),
         },
       )
   );

@@ -6,13 +6,22 @@
  * adds every check's detail, and /metrics.
  */
 import { Elysia } from "elysia";
+import { documented, statusSchema } from "./openapi-responses.ts";
 
 export type ReadinessCheck = () => Promise<Record<string, { ok: boolean; detail?: string }>>;
 
 /** The public port's health routes: status only. */
 export function publicHealthModule(readiness: ReadinessCheck) {
   return new Elysia({ name: "public-health" })
-    .get("/healthz", () => ({ status: "ok" }), { detail: { summary: "Liveness", tags: ["ops"] } })
+    .get("/healthz", () => ({ status: "ok" }), {
+      detail: documented({
+        summary: "Liveness",
+        tags: ["ops"],
+        access: "none",
+        answers: { 200: { description: "The process answers.", schema: statusSchema("ok") } },
+        errors: [],
+      }),
+    })
     .get(
       "/readyz",
       async ({ set }) => {
@@ -20,7 +29,21 @@ export function publicHealthModule(readiness: ReadinessCheck) {
         set.status = ready ? 200 : 503;
         return { status: ready ? "ready" : "not ready" };
       },
-      { detail: { summary: "Readiness: ready or not ready (details on the ops listener)", tags: ["ops"] } },
+      {
+        detail: documented({
+          summary: "Readiness: ready or not ready (details on the ops listener)",
+          tags: ["ops"],
+          access: "none",
+          answers: {
+            200: { description: "Every dependency answers.", schema: statusSchema("ready") },
+            503: {
+              description: "A dependency does not answer; which one is said on the ops listener only.",
+              schema: statusSchema("not ready"),
+            },
+          },
+          errors: [],
+        }),
+      },
     );
 }
 

@@ -3,7 +3,8 @@ import { Elysia, t } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import type { IntakeService } from "../../app/intake.ts";
 import { type AuthenticationGuard, authentication } from "./auth.ts";
-import { Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
+import { documented } from "./openapi-responses.ts";
+import { ACCEPTED_DESCRIPTION, Accepted, decimalString, IdempotencyHeaders, idString } from "./schemas.ts";
 
 export const CreateOrderBody = t.Object(
   {
@@ -28,7 +29,13 @@ export function ordersModule(intake: IntakeService, tokens: TokenService, guard?
         body: CreateOrderBody,
         headers: IdempotencyHeaders,
         response: { 202: Accepted },
-        detail: { summary: "Place an order (CREATE_ORDER) for the token's user", tags: ["orders"] },
+        detail: documented({
+          summary: "Place an order (CREATE_ORDER) for the token's user",
+          tags: ["orders"],
+          access: "any-token",
+          answers: { 202: { description: ACCEPTED_DESCRIPTION, schema: Accepted } },
+          errors: [401, 409, 429, 503],
+        }),
       },
     )
     .post(
@@ -41,10 +48,15 @@ export function ordersModule(intake: IntakeService, tokens: TokenService, guard?
         params: t.Object({ orderId: idString("the order to cancel") }),
         headers: IdempotencyHeaders,
         response: { 202: Accepted },
-        detail: {
-          summary: "Ask to cancel an order (CANCEL_ORDER); the matching engine checks ownership",
+        detail: documented({
+          summary: "Ask to cancel an order (CANCEL_ORDER)",
+          description:
+            "The matching engine checks that the order is the token user's; this service does not.",
           tags: ["orders"],
-        },
+          access: "any-token",
+          answers: { 202: { description: ACCEPTED_DESCRIPTION, schema: Accepted } },
+          errors: [401, 409, 429, 503],
+        }),
       },
     );
 }

@@ -14,15 +14,21 @@ export type Admission = { ok: true } | { ok: false; retryAfterSeconds: number };
 
 export class TokenBuckets {
   private readonly buckets = new Map<string, Bucket>();
-  private readonly perMsRefill: number;
   private readonly burst: number;
 
   constructor(
-    rate: Rate,
+    private readonly rate: Rate,
     private readonly options: { maxKeys?: number; now?: () => number; burst?: number } = {},
   ) {
     this.burst = options.burst ?? rate.count;
-    this.perMsRefill = rate.count / rate.perMs;
+  }
+
+  /**
+   * Tokens earned in `ms`. Multiplied before dividing: `ms * (count / perMs)` leaves a full period a hair short
+   * of `count` (1 / 31483 × 31483 < 1), which refused a client that had waited exactly long enough.
+   */
+  private refill(ms: number): number {
+    return (ms * this.rate.count) / this.rate.perMs;
   }
 
   get size(): number {
@@ -49,21 +55,21 @@ export class TokenBuckets {
     const bucket = this.buckets.get(key);
     if (!bucket) return { ok: true };
     const now = this.now();
-    const tokens = Math.min(this.burst, bucket.tokens + (now - bucket.at) * this.perMsRefill);
+    const tokens = Math.min(this.burst, bucket.tokens + this.refill(now - bucket.at));
     if (tokens >= 1) return { ok: true };
     return { ok: false, retryAfterSeconds: this.secondsUntilToken({ tokens, at: now }) };
   }
 
   private secondsUntilToken(bucket: Bucket): number {
     // (less a hair, so that floating-point dust does not round 1.0000001 s up to 2)
-    return Math.max(1, Math.ceil((1 - bucket.tokens) / this.perMsRefill / 1000 - 1e-6));
+    return Math.max(1, Math.ceil(((1 - bucket.tokens) * this.rate.perMs) / this.rate.count / 1000 - 1e-6));
   }
 
   /** The key's bucket refilled up to now, moved to the most recently used end; sweeps idle ones. */
   private current(key: string, now: number): Bucket {
     let bucket = this.buckets.get(key);
     if (bucket) {
-      bucket.tokens = Math.min(this.burst, bucket.tokens + (now - bucket.at) * this.perMsRefill);
+      bucket.tokens = Math.min(this.burst, bucket.tokens + this.refill(now - bucket.at));
       bucket.at = now;
       this.buckets.delete(key);
     } else {
@@ -76,7 +82,7 @@ export class TokenBuckets {
 
   /** Drops up to two least recently used buckets that are full again, and anything over the cap. */
   private sweep(now: number): void {
-    const fullAfterMs = this.burst / this.perMsRefill;
+    const fullAfterMs = (this.burst * this.rate.perMs) / this.rate.count;
     let looked = 0;
     for (const [key, bucket] of this.buckets) {
       if (looked++ >= 2) break;

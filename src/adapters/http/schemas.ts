@@ -19,6 +19,10 @@ export const IdempotencyHeaders = t.Object({
   ),
 });
 
+export const ACCEPTED_DESCRIPTION =
+  "Accepted: stored on the intake stream (JetStream PubAck); it will be sequenced. A retry with the same " +
+  "Idempotency-Key gets this same answer.";
+
 export const Accepted = t.Object({
   referenceId: t.String({ description: "global reference id (decimal string)" }),
   orderId: t.Optional(t.String({ description: "for orders and cancels (decimal string)" })),

@@ -36,19 +36,24 @@ export class JetStreamIntakeSource implements IntakeSource {
   private wake: (() => void) | null = null;
   private messages: ConsumerMessages | null = null;
   private redeliveryDelayMs = 0;
+  private onRedelivered: () => void = () => {};
 
   /**
-   * @param pullExpiresMs lifetime of each pull request. nats-server 2.9 keeps a pull request open after its
+   * @param options.pullExpiresMs lifetime of each pull request. nats-server 2.9 keeps a pull request open after its
    * subscriber is gone and can hand it messages that then wait out ack_wait; short pulls bound that window.
+   * @param options.onRedelivered told of every message the server delivers again (ack_wait ran out, a nak): a
+   * sequencer that was frozen or too slow shows up there (sequencer_redelivered_total).
    */
   static async open(
     js: JetStreamClient,
     prefetch: number,
-    pullExpiresMs = 5_000,
+    options: { pullExpiresMs?: number; onRedelivered?: () => void } = {},
   ): Promise<JetStreamIntakeSource> {
+    const pullExpiresMs = options.pullExpiresMs ?? 5_000;
     const consumer = await js.consumers.get(INTAKE_STREAM, SEQUENCER_CONSUMER);
     const source = new JetStreamIntakeSource();
     source.redeliveryDelayMs = pullExpiresMs + 1_000;
+    if (options.onRedelivered) source.onRedelivered = options.onRedelivered;
     source.messages = await consumer.consume({
       max_messages: prefetch,
       expires: pullExpiresMs,
@@ -58,6 +63,8 @@ export class JetStreamIntakeSource implements IntakeSource {
   }
 
   private receive(msg: JsMsg): void {
+    // Counted before the check below: a copy of a message still held is a redelivery too (we were too slow).
+    if (msg.info.redelivered) this.onRedelivered();
     if (this.outstanding.has(msg.seq)) return; // a redelivery of something we still hold
     this.outstanding.set(msg.seq, msg);
     this.buffer.push(msg);

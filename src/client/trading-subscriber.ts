@@ -1,0 +1,250 @@
+/**
+ * subscribeTrading: the sequenced events from TRADING after a given sequenceId, decoded and checked, in order,
+ * each exactly once, for as long as the caller reads (a matching engine), or up to a position (a replay).
+ *
+ * TRADING's position equals the event's sequenceId, so resuming is a read from position after+1 through a nats.js
+ * ordered consumer (ephemeral, in the broker's memory). Across a reconnect the client keeps it; when the broker
+ * lost it (a nats-server restart) this reader opens a new one at the next position it has not yielded. It keeps
+ * that position itself and checks every message against it
+ * (trading-check.ts): a position already delivered is dropped (never yielded twice), and a position past the next
+ * one is a TradingGapError — or a TradingTrimmedError when TRADING's retention limits removed it (those events are
+ * in PostgreSQL, GET /events). A message that is not the event for its position, or breaks the digest chain, is a
+ * TradingOrderError / TradingDigestError / TradingInvalidEventError. None is retried: the iteration ends with it.
+ *
+ * Who may use it: any NATS user the broker lets read TRADING; in this service that is the `reader` role (ordered
+ * consumers of TRADING, stream info and message reads; src/adapters/nats/permissions.ts). Another role is refused
+ * by the broker (TradingAccessError); wrong credentials are a NatsAuthenticationError.
+ *
+ * Runtimes: only nats.js v3 packages. Given `servers`, it connects through @nats-io/transport-node (nats://,
+ * tls://) or nats-core's WebSocket transport (ws://, wss://), which run on Bun, Node and Deno (through its npm
+ * compatibility); any runtime may instead pass its own open `connection` (the caller then owns and closes it).
+ * Bun and Deno import the TypeScript directly (`exactly-once-sequencer/trading`, package.json "exports"). Node
+ * consumes it through a bundler (e.g. `bun build --target node`, as test/e2e/trading-subscriber.e2e.test.ts does)
+ * or a TypeScript loader: Node's own type stripping (22.6+) skips files under node_modules and refuses
+ * non-erasable syntax such as constructor parameter properties, which these modules use.
+ * Nothing here touches PostgreSQL, Drizzle or Elysia.
+ */
+import {
+  type ConsumerMessages,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  JetStreamError,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
+import { type NatsConnection, PermissionViolationError } from "@nats-io/nats-core";
+import { connectNats } from "../adapters/nats/connection.ts";
+import type { NatsCredentials } from "../adapters/nats/credentials.ts";
+import type { NatsRole } from "../adapters/nats/permissions.ts";
+import { TRADING_STREAM } from "../adapters/nats/topology.ts";
+import { msgIdOf } from "../adapters/nats/trading-publisher.ts";
+import { isDigestHex, ZERO_DIGEST } from "../app/log-digest.ts";
+import { TradingChecker, type TradingEvent } from "./trading-check.ts";
+import { TradingAccessError, TradingGapError, TradingTrimmedError } from "./trading-errors.ts";
+
+export type SubscribeTradingOptions = {
+  /**
+   * The broker's URL (nats://, tls://, ws://, wss://); the client learns a cluster's other members from it. Or
+   * pass `connection` instead.
+   */
+  servers?: string;
+  /** How to prove who this reader is (user + password, token, nkey seed or creds file). */
+  credentials?: NatsCredentials;
+  /** The role whose inbox prefix (`_INBOX_<role>`) the broker lets this user subscribe to; `reader` by default. */
+  role?: NatsRole;
+  /** An open connection to read through instead of `servers`; it stays open when the iteration ends. */
+  connection?: NatsConnection;
+  /** Read from sequenceId after+1 (0, the default: from the first event). */
+  after?: bigint;
+  /**
+   * The full digest (64 hex characters) of event `after`: the `digest` of the last TradingEvent processed, or
+   * `events.digest` in PostgreSQL. The zero digest when after is 0. Required when after > 0; null there reads
+   * without the digest chain check (a msg id carries too little of a digest to start the chain from).
+   */
+  previousDigest?: string | null;
+  /**
+   * Stop after this sequenceId, or "end": after TRADING's last position when the subscription starts. Unset: read
+   * on, waiting for new events, until `signal` aborts or the caller stops iterating.
+   */
+  until?: bigint | "end";
+  /** Ends the iteration (without an error) at the next message or wait. */
+  signal?: AbortSignal;
+  /** How long connecting may take (ms); 5 s by default. */
+  connectTimeoutMs?: number;
+};
+
+export type { TradingEvent } from "./trading-check.ts";
+
+/** TRADING's first position now (last + 1 when it holds none) and whether it holds none. */
+async function tradingStart(
+  jsm: JetStreamManager,
+): Promise<{ earliest: bigint; last: bigint; empty: boolean }> {
+  const { state } = await jsm.streams.info(TRADING_STREAM);
+  // An empty stream reports first_seq = last_seq + 1 (also after its limits removed everything).
+  const empty = state.messages === 0;
+  return {
+    earliest: BigInt(empty ? state.last_seq + 1 : state.first_seq),
+    last: BigInt(state.last_seq),
+    empty,
+  };
+}
+
+function checkedStart(options: SubscribeTradingOptions): { after: bigint; previousDigest: string | null } {
+  const after = options.after ?? 0n;
+  if (typeof after !== "bigint" || after < 0n)
+    throw new RangeError("after must be a sequenceId (0n or more)");
+  const previousDigest =
+    options.previousDigest === undefined && after === 0n ? ZERO_DIGEST : options.previousDigest;
+  if (previousDigest === undefined) {
+    throw new TypeError(
+      `previousDigest is required with after=${after}: the digest of event ${after} (the digest of the last ` +
+        "TradingEvent processed, or events.digest), or null to read without the digest chain check",
+    );
+  }
+  if (previousDigest !== null && !isDigestHex(previousDigest))
+    throw new TypeError("previousDigest must be 64 lowercase hex characters (or null)");
+  if ((options.servers === undefined) === (options.connection === undefined))
+    throw new TypeError("pass either servers or connection");
+  return { after, previousDigest };
+}
+
+function isPermissionRefusal(error: unknown): boolean {
+  return (
+    error instanceof PermissionViolationError ||
+    (error instanceof Error && error.cause instanceof PermissionViolationError)
+  );
+}
+
+function accessError(error: unknown): unknown {
+  if (!isPermissionRefusal(error)) return error;
+  return new TradingAccessError(
+    `the broker refused reading ${TRADING_STREAM} (connect as the reader role): ${error instanceof Error ? error.message : String(error)}`,
+    { cause: error },
+  );
+}
+
+/** The broker no longer has our consumer: it restarted (ordered consumers live in memory), or it was deleted. */
+function isConsumerGone(error: unknown): boolean {
+  return (
+    (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) ||
+    (error instanceof JetStreamError && error.message === "consumer deleted")
+  );
+}
+
+const RESUME_ATTEMPTS = 40;
+
+/**
+ * An ordered consumer of TRADING from `position`. When resuming after the broker lost the previous one, JetStream
+ * may still be starting (timeouts, no responders): retried with a capped backoff, up to about a minute, unless
+ * refused outright (permissions, no TRADING) or aborted.
+ */
+async function openConsumer(
+  nc: NatsConnection,
+  position: bigint,
+  resuming: boolean,
+  signal: AbortSignal | undefined,
+): Promise<ConsumerMessages> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const consumer = await jetstream(nc).consumers.get(TRADING_STREAM, {
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Number(position),
+      });
+      // abort_on_missing_resource: a lost consumer ends the iterator with an error instead of nats.js recreating
+      // it, which (nats.js 3.4) then pulls a batch of 0 and stalls until two idle heartbeats are missed.
+      return await consumer.consume({ max_messages: 256, expires: 10_000, abort_on_missing_resource: true });
+    } catch (error) {
+      const permanent =
+        isPermissionRefusal(error) ||
+        (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound);
+      if (!resuming || permanent || attempt >= RESUME_ATTEMPTS || signal?.aborted) throw accessError(error);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 100 * 2 ** attempt)));
+    }
+  }
+}
+
+/**
+ * The events after `after`, in order, each checked (see the file's comment). Throws TradingTrimmedError before the
+ * first event when TRADING no longer holds after+1, and a TradingStreamError subclass wherever the stream stops
+ * being the log; TradingAccessError when the broker refuses the reads.
+ */
+export async function* subscribeTrading(
+  options: SubscribeTradingOptions,
+): AsyncGenerator<TradingEvent, void> {
+  const { after, previousDigest } = checkedStart(options);
+  const { signal } = options;
+  if (signal?.aborted) return;
+  const nc =
+    options.connection ??
+    (await connectNats(options.servers as string, {
+      credentials: options.credentials,
+      role: options.role ?? "reader",
+      timeout: options.connectTimeoutMs ?? 5_000,
+      // A follower keeps following through broker restarts; `signal` or ending the iteration stops it.
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 1_000,
+    }));
+  try {
+    let jsm: JetStreamManager;
+    let start: Awaited<ReturnType<typeof tradingStart>>;
+    try {
+      jsm = await jetstreamManager(nc);
+      start = await tradingStart(jsm);
+    } catch (error) {
+      throw accessError(error);
+    }
+    if (after + 1n < start.earliest && after < start.last)
+      throw new TradingTrimmedError(after + 1n, start.earliest, start.empty);
+    const until = options.until === "end" ? start.last : options.until;
+    // Nothing to read (and a consumer's iterator that nobody reads would never finish closing).
+    if (until !== undefined && until <= after) return;
+    const checker = new TradingChecker(after, previousDigest);
+    for (let resuming = false; ; resuming = true) {
+      // Each consumer starts at the next position this reader has not yielded: a resume skips nothing.
+      const messages = await openConsumer(nc, checker.expected, resuming, signal);
+      // Stops the consumer's iterator while it waits for a message; a message already buffered is not yielded.
+      const stop = () => void messages.stop();
+      signal?.addEventListener("abort", stop, { once: true });
+      let lost = false;
+      try {
+        for await (const msg of messages as AsyncIterable<JsMsg>) {
+          if (signal?.aborted) return;
+          const position = BigInt(msg.seq);
+          // Delivered again (a consumer recreated from an older position): already yielded once.
+          if (position < checker.expected) continue;
+          if (position > checker.expected) {
+            const now = await tradingStart(jsm);
+            if (now.earliest > checker.expected)
+              throw new TradingTrimmedError(checker.expected, now.earliest, now.empty);
+            throw new TradingGapError(checker.expected, position);
+          }
+          yield checker.accept({
+            position,
+            subject: msg.subject,
+            msgId: msgIdOf({ header: msg.headers }),
+            payload: msg.string(),
+          });
+          if (until !== undefined && position >= until) return;
+        }
+      } catch (error) {
+        if (!isConsumerGone(error)) throw error;
+        lost = true;
+      } finally {
+        signal?.removeEventListener("abort", stop);
+        await messages.close();
+      }
+      if (signal?.aborted) return;
+      // The consumer's iterator ended by itself, not for a lost consumer: the connection closed under it.
+      if (!lost) {
+        throw new Error(
+          `reading ${TRADING_STREAM} stopped after sequenceId ${checker.expected - 1n}: the NATS connection closed`,
+        );
+      }
+    }
+  } finally {
+    if (!options.connection) await nc.close();
+  }
+}
