@@ -4,7 +4,7 @@
  *   bun scripts/measure-storage.ts [--events 100000] [--keyed 0] [--concurrency 64] [--json <path>]
  *
  * Starts a nats-server and a PostgreSQL cluster of its own on free loopback ports (the ones the tests and the
- * benchmark use, src/runtime/local-services.ts), runs `sequencer serve` (API and sequencer in one process, the
+ * benchmark use, tools/services/local-services.ts), runs `sequencer serve` (API and sequencer in one process, the
  * defaults but RATE_LIMIT=off) against them, POSTs --events orders over HTTP from 2 000 users (--keyed percent of
  * them with an Idempotency-Key), waits until every one is on TRADING and acked on SEQUENCE, and then reads:
  * - SEQUENCE and TRADING: JetStream's own byte count (stream info `state.bytes`) and the stream directory's size on
@@ -27,7 +27,8 @@ import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER, TRADING_STREAM } from "../src/adapters/nats/topology.ts";
 import { TokenService } from "../src/app/auth.ts";
-import { freePort, startLocalPostgres, startNats } from "../src/runtime/local-services.ts";
+import { waitFor } from "../test/support/wait.ts";
+import { freePort, startLocalPostgres, startNats } from "../tools/services/local-services.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -57,14 +58,6 @@ function treeBytes(dir: string): number {
   return total;
 }
 
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(200);
-  }
-}
-
 const nats = await startNats();
 const pg = await startLocalPostgres();
 const dataDir = mkdtempSync(join(tmpdir(), "measure-storage-"));
@@ -90,7 +83,7 @@ try {
     stdio: ["ignore", "ignore", "inherit"],
   });
   const base = `http://127.0.0.1:${port}`;
-  await until("the service", async () => (await fetch(`${base}/readyz`)).ok, 60_000);
+  await waitFor("the service", async () => (await fetch(`${base}/readyz`)).ok, 60_000, 200);
 
   const tokens = new TokenService(secret);
   const auth = await Promise.all(
@@ -132,12 +125,13 @@ try {
   }
   const nc = await connect({ servers: nats.url });
   const jsm = await jetstreamManager(nc);
-  await until(
+  await waitFor(
     "TRADING and the consumer's ack floor to reach every event",
     async () =>
       (await jsm.streams.info(TRADING_STREAM)).state.last_seq >= EVENTS &&
       (await jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER)).ack_floor.stream_seq >= EVENTS,
     120_000,
+    200,
   );
   const seconds = (performance.now() - started) / 1000;
   service.kill("SIGTERM");

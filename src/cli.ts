@@ -38,8 +38,6 @@ const VERBS: Record<string, string> = {
     streams, consumer, database head and a verdict on one screen (exit 3 on a mismatch)
   sequencer inspect --verify [--from <sequenceId>] [--nats <url>]   (needs DATABASE_URL)
     recompute the digest chain over events, compare it with TRADING, name the first sequenceId that differs`,
-  bench: `sequencer bench [--quick] [--json <path>] [--only <phases>] ...
-    measure the service against its baselines in one run (every option: docs/performance.md)`,
 };
 
 const USAGE = `usage:\n${Object.values(VERBS)
@@ -300,8 +298,6 @@ async function main(argv: string[]): Promise<void> {
       return token(rest);
     case "replay":
       return replayCommand(rest);
-    case "bench":
-      return (await import("./bench/index.ts")).runBench(rest);
     case "inspect":
       return inspectCommand(rest);
     default:

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import type { Rate } from "./adapters/http/rate-limit.ts";
 import { type NatsCredentials, publicKeyOf } from "./adapters/nats/credentials.ts";
-import type { Failpoint } from "./app/sequencer.ts";
+import type { Failpoint } from "./app/failpoints.ts";
 import { MAX_WORKER_ID } from "./domain/ids.ts";
 
 export type Role = "all" | "api" | "sequencer";
@@ -64,15 +64,34 @@ export type Config = {
   ackWaitMs: number;
   maxAckPending: number;
   /**
+   * SEQUENCER_PREFETCH: messages the intake consumer keeps pulled ahead of the sequencer (its pull requests'
+   * max_messages); two batches by default, so the next batch is already here when the current one is taken.
+   */
+  intakePrefetch: number;
+  /** SEQUENCER_PULL_EXPIRES: lifetime of each pull request (intake-consumer.ts says why it is short). */
+  pullExpiresMs: number;
+  /** SEQUENCER_CATCH_UP_PAGE: events read from the log per page when republishing what TRADING lacks. */
+  catchUpPageSize: number;
+  /** SEQUENCER_KEEP_ALIVE: how often a batch in hand is reported as still being worked on (under ack_wait). */
+  keepAliveMs: number;
+  /**
    * WRITER_LEASE_TTL: a writer that makes no progress for this long (died, frozen, blocked event loop) is replaced
    * by a standby, which ends its database session (writer-lease.ts).
    */
   writerLeaseTtlMs: number;
+  /** WRITER_LEASE_POLL: how often a standby tries the writer lock. */
+  writerLeasePollMs: number;
+  /** WRITER_LEASE_HEARTBEAT: how often the writer renews its lease (or checks it still holds the lock). */
+  writerLeaseHeartbeatMs: number;
+  /** NATS_RECONNECT_WAIT: the pause between reconnect attempts of the roles' NATS connections. */
+  natsReconnectWaitMs: number;
   /** STATEMENT_TIMEOUT: statement_timeout of the sequencer's writer session (a stuck append fails, not hangs). */
   statementTimeoutMs: number;
   /** QUERY_TIMEOUT: statement_timeout of the shared pool (the API's lookups and the sequencer's filter reads). */
   queryTimeoutMs: number;
   bodyLimitBytes: number;
+  /** OPS_BODY_LIMIT_BYTES: request body limit of the ops listener (its routes take no body). */
+  opsBodyLimitBytes: number;
   /** Write requests per user (token bucket, burst = count); null = off. Per process. */
   rateLimit: Rate | null;
   /** Failed authentications (401) per client IP before that IP gets 429; null = off. Per process. */
@@ -296,6 +315,27 @@ export function loadConfig(env: Env = process.env): Config {
       `SEQUENCER_FETCH_WAIT (${fetchWaitMs} ms) must be at most a third of WRITER_LEASE_TTL (${writerLeaseTtlMs} ms)`,
     );
   }
+  const ackWaitMs = duration(env, "SEQUENCER_ACK_WAIT", "10s", 1_000, 3_600_000);
+  // Often enough that a batch in hand is never redelivered while it is being worked on: a third of ack_wait.
+  const keepAliveMs = duration(env, "SEQUENCER_KEEP_ALIVE", `${Math.floor(ackWaitMs / 3)}ms`, 50, 3_600_000);
+  if (keepAliveMs >= ackWaitMs) {
+    throw new ConfigError(
+      `SEQUENCER_KEEP_ALIVE (${keepAliveMs} ms) must be less than SEQUENCER_ACK_WAIT (${ackWaitMs} ms)`,
+    );
+  }
+  const writerLeaseHeartbeatMs = duration(
+    env,
+    "WRITER_LEASE_HEARTBEAT",
+    `${Math.min(1_000, Math.floor(writerLeaseTtlMs / 5))}ms`,
+    50,
+    300_000,
+  );
+  // A renewal that fails once must leave time for the next before the lease runs out.
+  if (writerLeaseHeartbeatMs * 2 > writerLeaseTtlMs) {
+    throw new ConfigError(
+      `WRITER_LEASE_HEARTBEAT (${writerLeaseHeartbeatMs} ms) must be at most half of WRITER_LEASE_TTL (${writerLeaseTtlMs} ms)`,
+    );
+  }
   const duplicateWindowMs = duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000);
   // Up to 10 years (in hours: "8760h" is a year); JetStream refuses a max age below the duplicate window.
   const tradingMaxAgeMs = env.TRADING_MAX_AGE
@@ -335,15 +375,24 @@ export function loadConfig(env: Env = process.env): Config {
     fetchWaitMs,
     // As long as the writer lease: a standby that took over from a frozen writer gets the messages that writer held
     // once this runs out (the sequencer keeps the messages it works on alive meanwhile).
-    ackWaitMs: duration(env, "SEQUENCER_ACK_WAIT", "10s", 1_000, 3_600_000),
+    ackWaitMs,
     // A few batches in hand are enough to keep the pipeline fed; more only costs memory (docs/performance.md).
     maxAckPending: integer(env, "SEQUENCER_MAX_ACK_PENDING", 4_000, 1, 1_000_000),
+    intakePrefetch: integer(env, "SEQUENCER_PREFETCH", batchSize * 2, 1, 1_000_000),
+    // nats-server refuses a pull request that expires in under a second.
+    pullExpiresMs: duration(env, "SEQUENCER_PULL_EXPIRES", "5s", 1_000, 300_000),
+    catchUpPageSize: integer(env, "SEQUENCER_CATCH_UP_PAGE", 1_000, 1, 100_000),
+    keepAliveMs,
     writerLeaseTtlMs,
+    writerLeasePollMs: duration(env, "WRITER_LEASE_POLL", "500ms", 10, 60_000),
+    writerLeaseHeartbeatMs,
+    natsReconnectWaitMs: duration(env, "NATS_RECONNECT_WAIT", "500ms", 10, 60_000),
     // Far above a healthy append (milliseconds) or a slow checkpoint's stall (seconds); a statement stuck longer
     // fails and is retried instead of holding the writer (and shutdown) behind it.
     statementTimeoutMs: duration(env, "STATEMENT_TIMEOUT", "30s", 1_000, 3_600_000),
     queryTimeoutMs: duration(env, "QUERY_TIMEOUT", "10s", 500, 3_600_000),
     bodyLimitBytes: integer(env, "BODY_LIMIT_BYTES", 16_384, 256, 10_485_760),
+    opsBodyLimitBytes: integer(env, "OPS_BODY_LIMIT_BYTES", 65_536, 1_024, 10_485_760),
     // 50/s with a burst of 50 per user: far above what a person or a normal client sends, and a burst like 120
     // orders at once is cut after the 50th (README, "Limits").
     rateLimit: rate(env, "RATE_LIMIT", "50/1s"),

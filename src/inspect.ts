@@ -10,7 +10,10 @@
  * of TRADING, the walk starts at the first sequenceId TRADING still holds, and says so (docs/storage.md).
  */
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { sql as dsql } from "drizzle-orm";
 import postgres from "postgres";
+import { postgresDb, rowsOf } from "./adapters/db/client.ts";
+import { readHead } from "./adapters/db/event-store.ts";
 import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER, TRADING_STREAM } from "./adapters/nats/topology.ts";
 import { carriesDigest, type TradingMessage, tradingDifference } from "./adapters/nats/trading-publisher.ts";
@@ -84,11 +87,7 @@ export async function inspect(
   if (databaseUrl) {
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
     try {
-      const [row] = await sql<{ head: string; count: string; rejected: string }[]>`
-        select coalesce(max(sequence_id), 0)::text as head, count(*)::text as count,
-               (select count(*) from rejected_messages)::text as rejected
-        from events`;
-      database = row ?? null;
+      database = await readDatabase(sql);
       // Not when TRADING's limits removed every message (nothing to compare: its last position is empty).
       if (
         database &&
@@ -120,6 +119,29 @@ export async function inspect(
     tail,
     verdict: verdictOf(consumer, trading, database, tail),
   };
+}
+
+/**
+ * The log's head and row counts, read in one snapshot: a head and a count read at two moments would differ
+ * while the sequencer appends, and look like a hole.
+ */
+async function readDatabase(sql: postgres.Sql): Promise<NonNullable<Inspection["database"]>> {
+  return postgresDb(sql).transaction(
+    async (tx) => {
+      const head = await readHead(tx);
+      const [counts] = rowsOf<{ count: string; rejected: string }>(
+        await tx.execute(dsql`
+          select (select count(*) from events)::text as count,
+                 (select count(*) from rejected_messages)::text as rejected`),
+      );
+      return {
+        head: head.sequenceId.toString(),
+        count: counts?.count ?? "0",
+        rejected: counts?.rejected ?? "0",
+      };
+    },
+    { isolationLevel: "repeatable read", accessMode: "read only" },
+  );
 }
 
 export function verdictOf(
@@ -255,8 +277,7 @@ export async function verifyLog(
       from > requested
         ? `TRADING no longer holds ${requested}..${from - 1n} (removed by its retention limits; they are in PostgreSQL, GET /events): walked from ${from}; `
         : "";
-    const [h] = await sql<{ head: string }[]>`select coalesce(max(sequence_id), 0)::text as head from events`;
-    const head = BigInt(h?.head ?? "0");
+    const head = (await readHead(postgresDb(sql))).sequenceId;
     let chainedFrom = ZERO_DIGEST;
     if (from > 1n) {
       const [before] = await sql<{ digest: string }[]>`

@@ -1,8 +1,8 @@
 /**
  * Structured JSON logs (pino) on stderr, behind a small interface so the use cases do not depend on pino.
  * Fields carry the ids a reader greps for (referenceId, sequenceId, streamSeq); bigint values are written as
- * decimal strings and errors as {name, message, code, cause} (the cause chain says what actually failed under a
- * wrapper). Writes are synchronous: the last lines before a crash matter.
+ * decimal strings and errors as {name, message, code, stack, cause} (the cause chain says what actually failed
+ * under a wrapper, the stack where). Writes are synchronous: the last lines before a crash matter.
  */
 import pino from "pino";
 
@@ -16,6 +16,19 @@ export type Logger = {
 };
 
 /**
+ * The call frames of an error's stack ("at f (file:line:column)" lines), without the "Name: message" head the
+ * engine puts first: the message is logged on its own (shortened where it holds data, see describeError), and
+ * repeating it here would bring back what that left out.
+ */
+function framesOf(error: Error): string | undefined {
+  const frames = (error.stack ?? "")
+    .split("\n")
+    .filter((line) => /^\s+at /.test(line))
+    .map((line) => line.trim());
+  return frames.length > 0 ? frames.join("\n") : undefined;
+}
+
+/**
  * An error as a log field. A query builder's "Failed query: <statement> params: <values>" keeps only the
  * statement's start: the values are request data, and the cause underneath names the failure.
  */
@@ -27,6 +40,8 @@ function describeError(error: Error, depth = 0): Fields {
   const out: Fields = { name: error.name, message };
   const code = (error as { code?: unknown }).code;
   if (typeof code === "string" || typeof code === "number") out.code = code;
+  const stack = framesOf(error);
+  if (stack !== undefined) out.stack = stack;
   if (error.cause instanceof Error && depth < 4) out.cause = describeError(error.cause, depth + 1);
   return out;
 }
@@ -51,7 +66,12 @@ function wrap(log: pino.Logger): Logger {
   };
 }
 
-export function createLogger(base: Fields = {}, level: Level = "info"): Logger {
+/** `destination` is stderr, written synchronously; tests pass a stream of their own to read the lines. */
+export function createLogger(
+  base: Fields = {},
+  level: Level = "info",
+  destination: pino.DestinationStream = pino.destination({ dest: 2, sync: true }),
+): Logger {
   const root = pino(
     {
       level,
@@ -59,7 +79,7 @@ export function createLogger(base: Fields = {}, level: Level = "info"): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    pino.destination({ dest: 2, sync: true }),
+    destination,
   );
   return wrap(root);
 }

@@ -4,7 +4,7 @@
  * that need a broker or database round trip (intake lag, heads) are read only when scraped.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { BatchStats, SequencerObserver } from "../app/sequencer.ts";
+import type { BatchStats, SequencerObserver } from "../app/ports.ts";
 
 export type ScrapeProbes = {
   /** Messages on SEQUENCE not yet delivered to the sequencer, and delivered but unacked. */

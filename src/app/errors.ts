@@ -90,3 +90,27 @@ export function rootMessage(error: unknown): string {
 export class IntakeFullError extends Error {
   override readonly name = "IntakeFullError";
 }
+
+/**
+ * An append whose first event does not follow the log's last one: the batch before it did not commit (the
+ * sequencer sends appends ahead, pipelined), or the row before it does not carry the digest the batch was chained
+ * from. Nothing was written; the sequencer recovers and redoes the batch. Raised by the event store.
+ */
+export class LogContinuityError extends Error {
+  override readonly name = "LogContinuityError";
+}
+
+/**
+ * TRADING holds, at `sequenceId`, a message that is not the log's event there (or one past the log's head): the
+ * published history differs from the stored one. Never retried: the sequencer stops writing and says so. Raised
+ * by the TRADING log and by the sequencer's recovery.
+ */
+export class TradingMismatchError extends Error {
+  override readonly name = "TradingMismatchError";
+  constructor(
+    readonly sequenceId: bigint,
+    readonly reason: string,
+  ) {
+    super(`TRADING does not match the log at sequenceId ${sequenceId}: ${reason}`);
+  }
+}

@@ -8,31 +8,14 @@
  * Behind this store's window the idempotency key itself travels with the event and the database's unique
  * constraint on it still refuses a second event.
  *
- * A record read back is not trusted (issue 12: anyone who can write the bucket could plant one): it is used only
+ * A record read back is not trusted (anyone who can write the bucket could plant one): it is used only
  * when it is consistent — its event decodes, stands for exactly this request (type and fields), carries this
  * caller's scoped key, and its answer (if any) is the one that event gives. Anything else is refused with
  * IdempotencyRecordRejected and nothing is published or returned from it.
  */
 import type { Intake } from "../domain/events.ts";
 import { ConflictError, type IdempotencyRecordProblem, IdempotencyRecordRejected } from "./errors.ts";
-
-export type Answer = { referenceId: string; orderId?: string };
-
-export type IdempotencyRecord = {
-  /** The canonical request; a retry must match it exactly. */
-  request: string;
-  /** The encoded intake event the first attempt built. */
-  event: string;
-  answer: Answer | null;
-};
-
-/** A create-if-absent key/value store with a retention window (a JetStream KV bucket in production). */
-export interface IdempotencyStore {
-  get(key: string): Promise<IdempotencyRecord | null>;
-  /** False when the key already exists. */
-  create(key: string, record: IdempotencyRecord): Promise<boolean>;
-  put(key: string, record: IdempotencyRecord): Promise<void>;
-}
+import type { Answer, IdempotencyRecord, IdempotencyStore } from "./ports.ts";
 
 export type Attempt = {
   /** Builds the event for a first attempt (mints its ids). */

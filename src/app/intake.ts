@@ -1,11 +1,9 @@
 /**
- * The intake use case (the seed's ProduceCreateOrderTradingEvent, for all four event types): validate, mint ids,
- * publish, answer. The answer is given only after JetStream acknowledged the write; if it did not, the caller gets
- * an UnavailableError (503) — an event is never reported accepted unless it is on the intake stream.
+ * The intake use case, for all four event types: validate, mint ids, publish, answer. The answer is given only
+ * after JetStream acknowledged the write; if it did not, the caller gets an UnavailableError (503) — an event is
+ * never reported accepted unless it is on the intake stream.
  */
 
-import type { EventStore } from "../adapters/db/event-store.ts";
-import type { IntakePublisher } from "../adapters/nats/intake-publisher.ts";
 import {
   type CancelOrder,
   type CreateOrder,
@@ -17,6 +15,7 @@ import {
   type EventBody,
   encodeIntakeEvent,
   type Intake,
+  isClientIdempotencyKey,
   type Transfer,
 } from "../domain/events.ts";
 import type { SnowflakeGenerator } from "../domain/ids.ts";
@@ -29,14 +28,11 @@ import {
   InvalidInputError,
   UnavailableError,
 } from "./errors.ts";
-import { type Answer, type IdempotencyStore, runIdempotent } from "./idempotency.ts";
-
-export type { Answer } from "./idempotency.ts";
+import { runIdempotent } from "./idempotency.ts";
+import type { Answer, EventStore, IdempotencyStore, IntakePublisher } from "./ports.ts";
 
 /** Raw request fields as they arrive (strings from JSON or the path); validated here, not trusted. */
 type Raw = Record<string, unknown>;
-
-const IDEMPOTENCY_KEY = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * Validates `raw` against the type's fields (EVENT_FIELDS), except those the service fills in itself, and returns
@@ -109,7 +105,7 @@ export class IntakeService {
     minted: readonly "orderId"[],
     idempotencyKey: string | undefined,
   ): Promise<Answer> {
-    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+    if (idempotencyKey !== undefined && !isClientIdempotencyKey(idempotencyKey)) {
       throw new InvalidInputError(
         "Idempotency-Key",
         "Idempotency-Key must be 1-64 characters of A-Z a-z 0-9 _ -",

@@ -3,9 +3,9 @@
  * is lost or shutdown is asked, then either stand by again or stop. A standby takes no messages from the intake
  * stream, so nothing waits in a process that may not write.
  */
-import type { WriterLease } from "../adapters/db/writer-lease.ts";
 import type { Logger } from "../logger.ts";
 import { sleep } from "./backoff.ts";
+import type { WriterLease } from "./ports.ts";
 import type { Sequencer } from "./sequencer.ts";
 
 export type LeaderTerm = { sequencer: Sequencer; close(): Promise<void> };

@@ -1,25 +1,28 @@
 /**
- * The sequencer use case (the seed's ConsumeSequenceMessages), with the seed's crash windows closed:
+ * The sequencer use case (ConsumeSequenceMessages in the original Go design), with that design's crash windows
+ * closed:
  *
- *   take a batch from SEQUENCE → decode → filter what is stored → sequence (pure rule) → one DB transaction
- *   → publish to TRADING → ack.
+ *   take a batch from SEQUENCE → decode → filter what is stored → number and encode (pure: domain/batch-plan.ts)
+ *   → chain the digests → one DB transaction → publish to TRADING → ack.
  *
  * Postgres is the durable point; TRADING is an outbox fed from it. Before taking work, and after any failure,
- * the sequencer reloads its head from the database and republishes whatever TRADING lacks, in order. So:
+ * the sequencer reloads its head from the database and republishes whatever TRADING lacks, in order (catch-up,
+ * ./catch-up.ts). So:
  * - a crash after commit but before publish or ack loses nothing (catch-up publishes; the redelivered batch is
  *   filtered as already stored and acked);
- * - a partially duplicate batch stores and publishes only its new events (the seed saved but never published);
+ * - a partially duplicate batch stores and publishes only its new events (the Go design saved but never published);
  * - a failing batch is retried as the same batch, in the same order, with backoff, kept alive with working().
  *
- * Batches flow through a pipeline of at most PIPELINE_DEPTH batches in hand. For each one, in order: take it,
- * decode it and filter it (a read on a pool connection, plus an in-memory check against every batch in hand that
- * may not have committed yet), number it after the previous batch's numbers, and send its append statement on
- * the writer's session at once, queued behind the previous batch's (postgres.js pipelines them, so PostgreSQL
- * goes from one commit straight to the next). Each statement checks that the log's last row is the one its
- * numbers follow, so a batch whose predecessor failed stores nothing. A batch is published to TRADING once its
- * own append committed and the previous batch is published, then acked. Numbering and committing stay strictly
- * one batch after the other, and publishing strictly in order. Any failure drains the pipeline and falls back to
- * recover + one batch at a time (filtered afresh), so the outcome is the same as the plain loop's, only faster.
+ * Batches flow through a pipeline of at most PIPELINE_DEPTH batches in hand (each a BatchStage: running,
+ * finished, failed or not started). For each one, in order: take it, decode it and filter it (a read on a pool
+ * connection, plus an in-memory check against every batch in hand that may not have committed yet), number it
+ * after the previous batch's numbers, and send its append statement on the writer's session at once, queued
+ * behind the previous batch's (postgres.js pipelines them, so PostgreSQL goes from one commit straight to the
+ * next). Each statement checks that the log's last row is the one its numbers follow, so a batch whose
+ * predecessor failed stores nothing. A batch is published to TRADING once its own append committed and the
+ * previous batch is published, then acked. Numbering and committing stay strictly one batch after the other, and
+ * publishing strictly in order. Any failure drains the pipeline and falls back to recover + one batch at a time
+ * (filtered afresh), so the outcome is the same as the plain loop's, only faster.
  *
  * Batches form from whatever is buffered: a lone order is sequenced at once, and during a backlog a batch takes
  * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck).
@@ -29,28 +32,33 @@
  * batch. TRADING carries it too. When TRADING is found to hold something other than the log (a duplicate PubAck
  * whose stored message is not ours, or TRADING's last message differing from the log's event there when the
  * sequencer catches up), the sequencer stops writing for good (TradingMismatchError): status() names the
- * sequenceId, readiness says not ready, and it stays stopped — holding (and renewing) the writer lease, so that no standby
- * builds on that history either — until an operator has looked (`sequencer inspect --verify`) and restarts it.
+ * sequenceId, readiness says not ready, and it stays stopped — holding (and renewing) the writer lease, so that no
+ * standby builds on that history either — until an operator has looked (`sequencer inspect --verify`) and
+ * restarts it.
+ *
+ * Fault-injection tests stop the process at named points of a batch's life by decorating the ports at
+ * composition (./failpoints.ts); nothing here knows of it.
  */
 
-import {
-  type EventStore,
-  LogContinuityError,
-  type RejectedMessage,
-  type StoredEvent,
-} from "../adapters/db/event-store.ts";
-import type { IntakeMessage, IntakeSource } from "../adapters/nats/intake-consumer.ts";
-import {
-  type TradingLog,
-  TradingMismatchError,
-  type TradingRecord,
-} from "../adapters/nats/trading-publisher.ts";
-import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../domain/events.ts";
-import { EMPTY_HEAD, type Head, sequenceBatch } from "../domain/sequencing.ts";
+import { type BatchPlan, type DecodedBatch, decodeBatch, planBatch } from "../domain/batch-plan.ts";
+import { EMPTY_HEAD, type Head } from "../domain/sequencing.ts";
 import type { Logger } from "../logger.ts";
-import { backoffDelay, sleep } from "./backoff.ts";
-import { rootMessage } from "./errors.ts";
+import { backoffDelay } from "./backoff.ts";
+import { BatchStage, PreviousBatchFailed, type Stores, Take } from "./batch-stage.ts";
+import { catchUpTrading } from "./catch-up.ts";
+import { LogContinuityError, rootMessage, TradingMismatchError } from "./errors.ts";
 import { DigestChain } from "./log-digest.ts";
+import type {
+  EventStore,
+  IntakeMessage,
+  IntakeSource,
+  RejectedMessage,
+  SequencedRecord,
+  SequencerObserver,
+  StoredEvent,
+  TradingLog,
+} from "./ports.ts";
+import { sleep } from "./sleep.ts";
 
 export type SequencerOptions = {
   batchSize: number;
@@ -77,6 +85,20 @@ export type SequencerOptions = {
   alive?: () => void;
 };
 
+export type SequencerPorts = {
+  source: IntakeSource;
+  store: EventStore;
+  trading: TradingLog;
+  observer?: SequencerObserver;
+};
+
+/** The wall clock (sequencedAt) and the waits (backoff, idle while stopped); tests pass virtual ones. */
+export type Clock = { now(): Date; sleep(ms: number, signal?: AbortSignal): Promise<void> };
+
+const SYSTEM_CLOCK: Clock = { now: () => new Date(), sleep };
+
+export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError: string | null };
+
 /**
  * How many batches may be in hand at once: typically one publishing and acking, one committing, one queued
  * behind it on the writer's session. More would only hold more messages (the consumer's max_ack_pending caps
@@ -86,92 +108,24 @@ const PIPELINE_DEPTH = 3;
 
 /** A batch decoded and filtered against the log, ready to be numbered. */
 type Prepared = {
-  valid: IntakeEvent[];
+  decoded: DecodedBatch;
   rejected: RejectedMessage[];
   isStored(referenceId: bigint): boolean;
   isKeyStored(idempotencyKey: string): boolean;
 };
 
-/** What a batch stores: the filters of later batches count these as stored until it is out of the pipeline. */
-type Stores = { references: ReadonlySet<bigint>; idempotencyKeys: ReadonlySet<string> };
-
-/** A batch numbered and encoded: its rows for the log, its records for TRADING. */
+/** A batch numbered and encoded, its digests chained: its rows for the log, its records for TRADING. */
 type Numbered = {
   toStore: StoredEvent[];
-  records: TradingRecord[];
+  records: SequencedRecord[];
   rejected: RejectedMessage[];
   stores: Stores;
   /** The digest of the event before the batch: the append checks that the stored row there carries it. */
   chainedFrom: string;
-  head: Head;
+  /** The last sequenceId once the batch is stored (the head before it when it numbers nothing). */
+  last: bigint;
   duplicates: number;
 };
-
-/** A batch in the pipeline. `done` settles only once nothing of ours runs for it any more. */
-type Stage = {
-  batch: readonly IntakeMessage[];
-  stores: Stores;
-  /** Resolves once the batch is committed, published and acked; rejects if any of that failed. */
-  done: Promise<void>;
-  /** `done` settled, either way (null: the run loop's "the oldest batch finished"). */
-  finished: Promise<null>;
-  failed: boolean;
-  settled: boolean;
-  release(): void;
-};
-
-/** A batch that committed but cannot be published because an earlier one failed; it is redone with it. */
-class PreviousBatchFailed extends Error {
-  override readonly name = "PreviousBatchFailed";
-}
-
-const EMPTY_STORES: Stores = { references: new Set(), idempotencyKeys: new Set() };
-
-/** A batch taken but not started (its filter failed, or an earlier batch had failed): redone with the rest. */
-function notStarted(batch: readonly IntakeMessage[], release: () => void): Stage {
-  const done = Promise.resolve();
-  return {
-    batch,
-    stores: EMPTY_STORES,
-    done,
-    finished: done.then(() => null),
-    failed: true,
-    settled: true,
-    release,
-  };
-}
-
-export { TradingMismatchError };
-
-export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError: string | null };
-
-/**
- * Named points in a batch's life where fault-injection tests make the process die (see FAILPOINT in config.ts):
- * after the commit, after TRADING confirmed the batch, and after half of the batch was acked.
- */
-export type Failpoint = "after-commit" | "after-publish" | "mid-ack";
-/** `head`: the last sequenceId of the batch at that point (what a test checks the crash window against). */
-export type FailpointHook = (point: Failpoint, head: bigint) => void;
-
-/** One committed batch: messages taken, events numbered, dropped as duplicates or rejected, commit time. */
-export type BatchStats = {
-  size: number;
-  sequenced: number;
-  duplicates: number;
-  rejected: number;
-  transactionMs: number;
-};
-
-/** What the sequencer reports about its work (implemented by the metrics adapter). */
-export interface SequencerObserver {
-  batch(stats: BatchStats): void;
-  catchUp(count: number): void;
-  /**
-   * TRADING differs from the log at this sequenceId and the sequencer stopped writing; null: TRADING's tail was
-   * checked against the log and matches (each recovery).
-   */
-  tradingMismatch?(sequenceId: bigint | null): void;
-}
 
 const NO_OBSERVER: SequencerObserver = { batch: () => {}, catchUp: () => {} };
 
@@ -180,100 +134,108 @@ export class Sequencer {
   private head: Head = EMPTY_HEAD;
   /** The last sequenceId known committed (for status). */
   private committedHead = 0n;
-  private recovered = false;
+  /** TRADING was checked against the log and holds all of it (since the last recover; cleared by any failure). */
+  private tradingInSync = false;
   private lastError: string | null = null;
   /** Set once TRADING was found to differ from the log: nothing more is written in this term. */
   private halted: TradingMismatchError | null = null;
+  private readonly source: IntakeSource;
+  private readonly store: EventStore;
+  private readonly trading: TradingLog;
+  private readonly observer: SequencerObserver;
   private readonly decoder = new TextDecoder();
 
   constructor(
-    private readonly source: IntakeSource,
-    private readonly store: EventStore,
-    private readonly trading: TradingLog,
+    ports: SequencerPorts,
     private readonly options: SequencerOptions,
     private readonly log: Logger,
-    private readonly now: () => Date = () => new Date(),
-    private readonly failpoint: FailpointHook = () => {},
-    private readonly observer: SequencerObserver = NO_OBSERVER,
-  ) {}
+    private readonly clock: Clock = SYSTEM_CLOCK,
+  ) {
+    this.source = ports.source;
+    this.store = ports.store;
+    this.trading = ports.trading;
+    this.observer = ports.observer ?? NO_OBSERVER;
+  }
 
   status(): SequencerStatus {
     return {
       head: this.committedHead,
-      tradingInSync: this.recovered && this.halted === null,
+      tradingInSync: this.tradingInSync && this.halted === null,
       lastError: this.lastError,
     };
   }
 
   /**
-   * Runs until the signal aborts. Never throws: every failure is logged, backed off and retried — except a
-   * TradingMismatchError, after which it stops taking work and waits for the signal (see the header).
+   * Runs until the signal aborts. Never throws on a failed step: every failure is logged, backed off and retried —
+   * except a TradingMismatchError, after which it stops taking work and waits for the signal (see the header).
+   * Each turn does one thing: release the batches that finished, redo the batches in hand after a failure, wait
+   * for a place in a full pipeline, or take new messages (or see the oldest batch finish first).
    */
   async run(signal: AbortSignal): Promise<void> {
     await this.retrying(signal, () => this.recover());
-    const stages: Stage[] = [];
-    let incoming: Promise<IntakeMessage[]> | null = null;
+    const stages: BatchStage[] = [];
+    let take: Take | null = null;
     try {
       while (!signal.aborted && this.halted === null) {
-        // Progress is a batch finishing, or having none in hand: a loop that keeps turning (new messages, idle
-        // waits) while its oldest batch is stuck shows none, so a stuck append lets the writer lease run out.
-        if (stages.length === 0) this.alive();
-        if (stages.some((stage) => stage.failed)) {
+        this.releaseFinished(stages);
+        const oldest = stages[0];
+        if (stages.some((stage) => stage.needsRedo)) {
           // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
           // batch at a time, filtered afresh).
           await this.redo(signal, stages.splice(0));
-          continue;
-        }
-        const oldest = stages[0];
-        if (oldest?.settled) {
-          this.alive();
-          stages.shift();
-          oldest.release();
-          continue;
-        }
-        if (oldest && stages.length >= PIPELINE_DEPTH) {
-          await oldest.finished;
-          continue;
-        }
-        // Wait for new messages, or for the oldest batch to finish (it frees a place and its messages' keep-alive).
-        // A wait for messages that loses the race is kept for the next turn, so no taken message is ever dropped.
-        incoming ??= this.source.next(this.maxBatchSize, this.options.fetchWaitMs);
-        const batch = await (oldest ? Promise.race([incoming, oldest.finished]) : incoming);
-        if (batch === null) continue;
-        incoming = null;
-        if (batch.length === 0) continue;
-        const release = this.keepAlive(batch);
-        if (stages.some((stage) => stage.failed)) {
-          // A batch in hand failed meanwhile: this one is not started, only redone with the others.
-          stages.push(notStarted(batch, release));
-          continue;
-        }
-        try {
-          const prepared = await this.prepare(
-            batch,
-            stages.map((stage) => stage.stores),
-          );
-          stages.push(this.launch(batch, this.number(prepared), stages[stages.length - 1], release));
-        } catch (error) {
-          this.noteFailure(error, 0); // its filter read failed
-          stages.push(notStarted(batch, release));
+        } else if (oldest && stages.length >= PIPELINE_DEPTH) {
+          await oldest.settled;
+        } else {
+          // New messages, or the oldest batch finishing first (it frees a place and its messages' keep-alive).
+          take ??= new Take(this.source.next(this.maxBatchSize, this.options.fetchWaitMs));
+          await (oldest ? Promise.race([take.arrived, oldest.settled]) : take.arrived);
+          const batch = take.batch;
+          if (batch) take = null;
+          if (batch && batch.length > 0) stages.push(await this.start(batch, stages));
         }
       }
     } finally {
-      // Nothing of ours may still run for a batch when we return: wait for every one, and release them all.
-      for (const stage of stages) await stage.finished;
-      if (this.halted === null && stages.some((stage) => stage.failed)) {
-        await this.redo(signal, stages.splice(0));
-      }
-      for (const stage of stages) stage.release();
+      // Nothing of ours may still run for a batch when we return: wait for every one (redo does), and release
+      // them all; unless shutting down, a batch that failed is redone first.
+      await this.redo(signal, stages.splice(0));
     }
     // On shutdown mid-retry, or with a wait for messages still open, messages stay unacked: the source hands them
     // back and the next sequencer filters them.
-    if (incoming) await incoming;
+    if (take) await take.arrived;
     // Stopped on a mismatch: stay (holding the writer lease, reporting status) until shutdown or the lease is lost.
     while (this.halted !== null && !signal.aborted) {
       this.alive();
-      await sleep(this.options.fetchWaitMs, signal);
+      await this.clock.sleep(this.options.fetchWaitMs, signal);
+    }
+  }
+
+  /**
+   * Releases the batches at the head of the pipeline that finished, each a sign of progress; with no batch in
+   * hand, the turn itself is one. A loop that keeps turning (new messages, idle waits) while its oldest batch is
+   * stuck shows none, so a stuck append lets the writer lease run out.
+   */
+  private releaseFinished(stages: BatchStage[]): void {
+    while (stages[0]?.finished) {
+      this.alive();
+      stages.shift()?.release();
+    }
+    if (stages.length === 0) this.alive();
+  }
+
+  /** Takes a batch into the pipeline: filtered and launched, or not started when that cannot be done now. */
+  private async start(batch: readonly IntakeMessage[], inHand: readonly BatchStage[]): Promise<BatchStage> {
+    const release = this.keepAlive(batch);
+    // A batch in hand failed meanwhile: this one is not started, only redone with the others.
+    if (inHand.some((stage) => stage.needsRedo)) return BatchStage.notStarted(batch, release);
+    try {
+      const prepared = await this.prepare(
+        batch,
+        inHand.map((stage) => stage.stores),
+      );
+      return this.launch(batch, release, this.number(prepared), inHand[inHand.length - 1]);
+    } catch (error) {
+      this.noteFailure(error); // its filter read failed
+      return BatchStage.notStarted(batch, release);
     }
   }
 
@@ -283,10 +245,9 @@ export class Sequencer {
 
   /** Waits delayMs, still showing progress at least every fetchWaitMs (a backoff longer than the lease is fine). */
   private async backOff(delayMs: number, signal: AbortSignal): Promise<void> {
-    const until = performance.now() + delayMs;
-    for (let left = delayMs; left > 0 && !signal.aborted; left = until - performance.now()) {
+    for (let left = delayMs; left > 0 && !signal.aborted; left -= this.options.fetchWaitMs) {
       this.alive();
-      await sleep(Math.min(left, this.options.fetchWaitMs), signal);
+      await this.clock.sleep(Math.min(left, this.options.fetchWaitMs), signal);
     }
   }
 
@@ -296,15 +257,14 @@ export class Sequencer {
 
   /**
    * Sends a numbered batch's append (queued behind `previous`'s on the writer's session) and chains its publish
-   * behind `previous`'s publish. Failures are recorded on the stage, never thrown here.
+   * behind `previous`'s publish. Failures end up in the stage's state, never thrown here.
    */
   private launch(
     batch: readonly IntakeMessage[],
-    numbered: Numbered,
-    previous: Stage | undefined,
     release: () => void,
-  ): Stage {
-    this.head = numbered.head; // the next batch is numbered after this one; a failure resets it (recover)
+    numbered: Numbered,
+    previous: BatchStage | undefined,
+  ): BatchStage {
     const committed = this.append(batch, numbered);
     // TRADING order: this batch is published only after its own commit and the previous batch's publish. `done`
     // waits for the commit even when the previous batch failed, so that a redo never races a running statement.
@@ -315,53 +275,36 @@ export class Sequencer {
           throw new PreviousBatchFailed();
         }),
       )
-      .then(() => this.publishAndAck(numbered.records, batch, numbered.head.sequenceId));
-    const stage: Stage = {
-      batch,
-      stores: numbered.stores,
-      done,
-      finished: done.then(
-        () => {
-          stage.settled = true;
-          return null;
-        },
-        (error) => {
-          // A batch behind a failed one fails too (not published, or its append does not continue the log): the
-          // first failure is the one worth reporting.
-          const consequence =
-            error instanceof PreviousBatchFailed ||
-            (error instanceof LogContinuityError && previous !== undefined);
-          if (!consequence) this.noteFailure(error, 0);
-          stage.failed = true;
-          stage.settled = true;
-          return null;
-        },
-      ),
-      failed: false,
-      settled: false,
-      release,
-    };
-    return stage;
+      .then(() => this.publishAndAck(numbered.records, batch))
+      .catch((error: unknown) => {
+        // A batch behind a failed one fails too (not published, or its append does not continue the log): the
+        // first failure is the one worth reporting.
+        const consequence =
+          error instanceof PreviousBatchFailed ||
+          (error instanceof LogContinuityError && previous !== undefined);
+        if (!consequence) this.noteFailure(error);
+        throw error;
+      });
+    return BatchStage.launched(batch, release, numbered.stores, done);
   }
 
   /**
-   * Recover, then process each batch that did not finish start to finish, in order, retrying each with backoff.
-   * A batch that finished (committed, published, acked) before the failure is only released.
+   * Recovers, then processes each batch that did not finish start to finish, in order, retrying each with
+   * backoff. A batch that finished (committed, published, acked) before the failure is only released. Once
+   * stopped on a mismatch, every batch is only released.
    */
-  private async redo(signal: AbortSignal, stages: Stage[]): Promise<void> {
-    for (const stage of stages) await stage.finished; // nothing of ours still running
-    let recovered = false;
+  private async redo(signal: AbortSignal, stages: readonly BatchStage[]): Promise<void> {
+    for (const stage of stages) await stage.settled; // nothing of ours still running
+    // The pipeline's head was ahead of the log: reload it before the first batch, even if TRADING is in sync.
+    let headReloaded = false;
     for (const stage of stages) {
-      if (!stage.failed || this.halted !== null) {
-        stage.release();
-        continue;
+      if (stage.needsRedo && this.halted === null) {
+        await this.retrying(signal, async () => {
+          if (!headReloaded || !this.tradingInSync) await this.recover();
+          headReloaded = true;
+          await this.processBatch(stage.batch);
+        });
       }
-      await this.retrying(signal, async (attempt) => {
-        // Once at the start (the pipeline's head was ahead of the log), and again after any failed attempt.
-        if (!recovered || attempt > 0 || !this.recovered) await this.recover();
-        recovered = true;
-        await this.processBatch(stage.batch);
-      });
       stage.release();
     }
   }
@@ -374,63 +317,34 @@ export class Sequencer {
     return () => clearInterval(timer);
   }
 
-  /**
-   * Reloads the head from the database and makes TRADING match it. TRADING ahead of the database means events
-   * were published that the log does not hold (a restored database, a hand-published message), and TRADING's
-   * last message differing from the log's event at that position means someone else's message took one of ours:
-   * sequencing on top of either would fork history, so it stops for good (TradingMismatchError).
-   */
-  async recover(): Promise<void> {
-    this.recovered = false;
+  /** Reloads the head from the database and makes TRADING match it (./catch-up.ts). */
+  private async recover(): Promise<void> {
+    this.tradingInSync = false;
     this.head = await this.store.head();
     this.committedHead = this.head.sequenceId;
-    let published = await this.trading.lastSequence();
-    if (published > this.head.sequenceId) {
-      throw new TradingMismatchError(
-        published,
-        `TRADING is at ${published} but the database head is ${this.head.sequenceId}`,
-      );
-    }
-    if (published > 0n) {
-      // The tail must be the log's own event (its digest commits to every earlier one).
-      const stored = await this.store.find({ sequenceId: published });
-      if (!stored) throw new Error(`event ${published} is missing from the database; cannot check TRADING`);
-      await this.trading.verify(stored);
-    }
-    if (published < this.head.sequenceId) {
-      this.log.warn("republishing events missing from TRADING", {
-        from: published + 1n,
-        to: this.head.sequenceId,
-      });
-    }
-    while (published < this.head.sequenceId) {
-      const page = await this.store.readAfter(published, this.options.catchUpPageSize);
-      const first = page[0];
-      if (!first || first.sequenceId !== published + 1n) {
-        throw new Error(`event ${published + 1n} is missing from the database; cannot republish`);
-      }
-      await this.trading.append(page);
-      this.observer.catchUp(page.length);
-      published = page[page.length - 1]?.sequenceId ?? published;
-    }
-    this.recovered = true;
+    await catchUpTrading(this.head.sequenceId, {
+      store: this.store,
+      trading: this.trading,
+      observer: this.observer,
+      log: this.log,
+      pageSize: this.options.catchUpPageSize,
+    });
+    this.tradingInSync = true;
     this.observer.tradingMismatch?.(null);
   }
 
-  /** One batch, start to finish. Exposed for tests that drive the sequencer step by step. */
-  async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
+  /** One batch, start to finish, filtered against the log alone (nothing else is in hand). */
+  private async processBatch(batch: readonly IntakeMessage[]): Promise<void> {
     const numbered = this.number(await this.prepare(batch, []));
     await this.append(batch, numbered);
-    this.head = numbered.head;
-    await this.publishAndAck(numbered.records, batch, numbered.head.sequenceId);
+    await this.publishAndAck(numbered.records, batch);
   }
 
-  /** Stores a numbered batch (one statement), then records the commit: status, failpoint, metrics, rejections. */
+  /** Stores a numbered batch (one statement), then records the commit: status, metrics, rejections. */
   private async append(batch: readonly IntakeMessage[], numbered: Numbered): Promise<void> {
     const started = performance.now();
     await this.store.append(numbered.toStore, numbered.rejected, numbered.chainedFrom);
-    this.committedHead = numbered.head.sequenceId;
-    this.failpoint("after-commit", numbered.head.sequenceId);
+    this.committedHead = numbered.last;
     this.observer.batch({
       size: batch.length,
       sequenced: numbered.toStore.length,
@@ -452,21 +366,13 @@ export class Sequencer {
    * the pipeline is then drained and every batch prepared again.
    */
   private async prepare(batch: readonly IntakeMessage[], inHand: readonly Stores[]): Promise<Prepared> {
-    const valid: IntakeEvent[] = [];
-    const rejected: RejectedMessage[] = [];
-    const references: bigint[] = [];
-    const keys: string[] = [];
-    for (const msg of batch) {
-      const decoded = decodeIntakeEvent(msg.data);
-      if (decoded.ok) {
-        valid.push(decoded.event);
-        references.push(decoded.event.referenceId);
-        if (decoded.event.idempotencyKey !== undefined) keys.push(decoded.event.idempotencyKey);
-      } else rejected.push(this.rejection(msg, decoded.reason));
-    }
-    const stored = await this.store.findStored(references, keys);
+    const decoded = decodeBatch(batch.map((msg) => msg.data));
+    const rejected = decoded.invalid.map(({ index, reason }) =>
+      this.rejection(batch[index] as IntakeMessage, reason),
+    );
+    const stored = await this.store.findStored(decoded.referenceIds, decoded.idempotencyKeys);
     return {
-      valid,
+      decoded,
       rejected,
       isStored: (id) => stored.references.has(id) || inHand.some((s) => s.references.has(id)),
       isKeyStored: (key) => stored.idempotencyKeys.has(key) || inHand.some((s) => s.idempotencyKeys.has(key)),
@@ -474,59 +380,51 @@ export class Sequencer {
   }
 
   /**
-   * Numbers a prepared batch after the head (the pure rule), encodes what the log and TRADING receive, and chains
-   * each event's digest after the previous one's.
+   * Numbers a prepared batch after the head (src/domain/batch-plan.ts), chains each event's digest after the
+   * previous one's, and moves the head past the batch: the one place the head advances (recover resets it).
    */
   private number(prepared: Prepared): Numbered {
     const chainedFrom = this.head.digest;
-    const result = sequenceBatch(
+    const plan: BatchPlan = planBatch(
       this.head,
-      prepared.valid,
+      prepared.decoded.events,
       prepared.isStored,
-      this.now().toISOString(),
       prepared.isKeyStored,
+      this.clock.now().toISOString(),
     );
-    const toStore: StoredEvent[] = new Array(result.sequenced.length);
-    const records: TradingRecord[] = new Array(result.sequenced.length);
+    const chain = new DigestChain(chainedFrom);
+    const toStore: StoredEvent[] = plan.planned.map(({ event, payload }) => ({
+      event,
+      payload,
+      digest: chain.next(payload),
+    }));
     const references = new Set<bigint>();
     const idempotencyKeys = new Set<string>();
-    const chain = new DigestChain(chainedFrom);
-    result.sequenced.forEach((event, i) => {
-      const payload = encodeSequencedEvent(event);
-      const digest = chain.next(payload);
-      toStore[i] = { event, payload, digest };
-      records[i] = { sequenceId: event.sequenceId, type: event.type, payload, digest };
+    for (const { event } of toStore) {
       references.add(event.referenceId);
       if (event.idempotencyKey !== undefined) idempotencyKeys.add(event.idempotencyKey);
-    });
+    }
+    this.head = { ...plan.position, digest: chain.head };
     return {
       toStore,
-      records,
+      records: toStore.map(({ event, payload, digest }) => ({
+        sequenceId: event.sequenceId,
+        type: event.type,
+        payload,
+        digest,
+      })),
       rejected: prepared.rejected,
       stores: { references, idempotencyKeys },
       chainedFrom,
-      head: {
-        sequenceId: result.head.sequenceId,
-        sequencedAt: result.head.sequencedAt,
-        digest: chain.head,
-      },
-      duplicates: result.duplicates.length,
+      last: plan.position.sequenceId,
+      duplicates: plan.duplicates,
     };
   }
 
   /** Publish a committed batch to TRADING (in order, confirmed), then ack its intake messages. */
-  private async publishAndAck(
-    records: readonly TradingRecord[],
-    batch: readonly IntakeMessage[],
-    head: bigint,
-  ): Promise<void> {
+  private async publishAndAck(records: readonly SequencedRecord[], batch: readonly IntakeMessage[]) {
     await this.trading.append(records);
-    this.failpoint("after-publish", head);
-    const half = Math.floor(batch.length / 2);
-    batch.forEach((msg, i) => {
-      if (i === half) this.failpoint("mid-ack", head);
-      msg.ack();
-    });
+    for (const msg of batch) msg.ack();
     if (this.halted === null) this.lastError = null;
   }
 
@@ -537,17 +435,17 @@ export class Sequencer {
   }
 
   /**
-   * Records a failure for status and logs; returns the backoff delay for this attempt. A TradingMismatchError
-   * stops the sequencer instead; once stopped, later failures (its consequences) change nothing.
+   * Records a failure for status and logs it (with the retry's attempt and backoff, when it is retried at once;
+   * a batch failing in the pipeline is retried by the redo). A TradingMismatchError stops the sequencer instead;
+   * once stopped, later failures (its consequences) change nothing. True when the sequencer goes on.
    */
-  private noteFailure(error: unknown, attempt: number): number {
-    this.recovered = false;
+  private noteFailure(error: unknown, retry?: { attempt: number; delayMs: number }): boolean {
+    this.tradingInSync = false;
     if (error instanceof TradingMismatchError) this.halt(error);
-    if (this.halted !== null) return 0;
+    if (this.halted !== null) return false;
     this.lastError = rootMessage(error);
-    const delayMs = backoffDelay(attempt);
-    this.log.error("sequencer step failed; retrying", { attempt, delayMs, error });
-    return delayMs;
+    this.log.error("sequencer step failed; retrying", { ...retry, error });
+    return true;
   }
 
   /** Stops writing for good: TRADING holds something the log does not (see the header). */
@@ -562,15 +460,17 @@ export class Sequencer {
     this.observer.tradingMismatch?.(error.sequenceId);
   }
 
-  private async retrying(signal: AbortSignal, step: (attempt: number) => Promise<void>): Promise<void> {
+  /** Runs `step` until it succeeds, backing off after each failure; gives up on shutdown or once stopped. */
+  private async retrying(signal: AbortSignal, step: () => Promise<void>): Promise<void> {
     for (let attempt = 0; !signal.aborted && this.halted === null; attempt++) {
       this.alive(); // backing off on purpose is progress: a standby would meet the same failure
       try {
-        await step(attempt);
+        await step();
         return;
       } catch (error) {
-        const delayMs = this.noteFailure(error, attempt);
-        if (this.halted === null) await this.backOff(delayMs, signal);
+        const delayMs = backoffDelay(attempt);
+        if (!this.noteFailure(error, { attempt, delayMs })) return;
+        await this.backOff(delayMs, signal);
       }
     }
   }

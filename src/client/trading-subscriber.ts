@@ -42,6 +42,7 @@ import type { NatsRole } from "../adapters/nats/permissions.ts";
 import { TRADING_STREAM } from "../adapters/nats/topology.ts";
 import { msgIdOf } from "../adapters/nats/trading-publisher.ts";
 import { isDigestHex, ZERO_DIGEST } from "../app/log-digest.ts";
+import { retry } from "../app/retry.ts";
 import { TradingChecker, type TradingEvent } from "./trading-check.ts";
 import { TradingAccessError, TradingGapError, TradingTrimmedError } from "./trading-errors.ts";
 
@@ -126,7 +127,11 @@ function accessError(error: unknown): unknown {
   );
 }
 
-/** The broker no longer has our consumer: it restarted (ordered consumers live in memory), or it was deleted. */
+/**
+ * The broker no longer has our consumer: it restarted (ordered consumers live in memory), or it was deleted.
+ * A deleted consumer reaches a pull as status 409 with the description "consumer deleted" and no API error code,
+ * so its text is all there is to match (nats.js's own JetStreamStatus.isConsumerDeleted does the same).
+ */
 function isConsumerGone(error: unknown): boolean {
   return (
     (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) ||
@@ -147,22 +152,27 @@ async function openConsumer(
   resuming: boolean,
   signal: AbortSignal | undefined,
 ): Promise<ConsumerMessages> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const consumer = await jetstream(nc).consumers.get(TRADING_STREAM, {
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: Number(position),
-      });
-      // abort_on_missing_resource: a lost consumer ends the iterator with an error instead of nats.js recreating
-      // it, which (nats.js 3.4) then pulls a batch of 0 and stalls until two idle heartbeats are missed.
-      return await consumer.consume({ max_messages: 256, expires: 10_000, abort_on_missing_resource: true });
-    } catch (error) {
-      const permanent =
-        isPermissionRefusal(error) ||
-        (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound);
-      if (!resuming || permanent || attempt >= RESUME_ATTEMPTS || signal?.aborted) throw accessError(error);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 100 * 2 ** attempt)));
-    }
+  const open = async () => {
+    const consumer = await jetstream(nc).consumers.get(TRADING_STREAM, {
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: Number(position),
+    });
+    // abort_on_missing_resource: a lost consumer ends the iterator with an error instead of nats.js recreating
+    // it, which (nats.js 3.4) then pulls a batch of 0 and stalls until two idle heartbeats are missed.
+    return await consumer.consume({ max_messages: 256, expires: 10_000, abort_on_missing_resource: true });
+  };
+  try {
+    return await retry(open, {
+      attempts: resuming ? RESUME_ATTEMPTS : 1,
+      baseMs: 200,
+      capMs: 2_000,
+      retryable: (error) =>
+        !isPermissionRefusal(error) &&
+        !(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound),
+      signal,
+    });
+  } catch (error) {
+    throw accessError(error);
   }
 }
 

@@ -158,7 +158,16 @@ function isIsoInstant(value: unknown): value is string {
   return !Number.isNaN(time) && new Date(time).toISOString() === value;
 }
 
-const IDEMPOTENCY_KEY = /^[1-9][0-9]{0,18}:[A-Za-z0-9_-]{1,64}$/;
+/** What a client may send as Idempotency-Key: 1-64 characters of A-Z a-z 0-9 _ - (safe in a KV key and a log). */
+const CLIENT_KEY = "[A-Za-z0-9_-]{1,64}";
+const CLIENT_IDEMPOTENCY_KEY = new RegExp(`^${CLIENT_KEY}$`);
+/** The key an event carries: the client's key scoped by its user, "<user id>:<key>". */
+const IDEMPOTENCY_KEY = new RegExp(`^[1-9][0-9]{0,18}:${CLIENT_KEY}$`);
+
+/** Whether `key` is a well-formed Idempotency-Key as a client sends it (before it is scoped by its user). */
+export function isClientIdempotencyKey(key: string): boolean {
+  return CLIENT_IDEMPOTENCY_KEY.test(key);
+}
 
 /**
  * Checks one field of a body against its kind; the parsed value or a reason. `decimal` picks the decimal check:

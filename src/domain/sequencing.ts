@@ -1,15 +1,16 @@
 /**
- * The sequencing rule, free of I/O: the seed's SequenceAndSaveWithFilter + FilterEvents as one pure function.
+ * The sequencing rule, free of I/O, as one pure function: filtering and numbering together, so no caller can
+ * number a batch it has not filtered.
  *
  * Given the stored head and a batch taken from the intake stream in stream order, it
- * - drops events whose referenceId is already stored (the seed's ErrDuplicate case: a batch redelivered after a
- *   crash, or the same request published again after the broker's duplicate window),
+ * - drops events whose referenceId is already stored (a batch redelivered after a crash, or the same request
+ *   published again after the broker's duplicate window),
  * - drops repeats of a referenceId inside the batch (first one wins, keeping stream order),
  * - does the same for idempotency keys: a request retried after the API's idempotency window got a new
  *   referenceId but carries the same key, and must not become a second event,
  * - gives the rest contiguous sequenceIds after the head, previousId = sequenceId - 1,
  * - stamps sequencedAt so that it never goes backwards, even if the wall clock does.
- * An empty result is the seed's ErrNoop: nothing to store or publish, but the batch must still be acked.
+ * An empty result means nothing to store or publish, but the batch must still be acked.
  */
 import type { IntakeEvent, SequencedEvent } from "./events.ts";
 

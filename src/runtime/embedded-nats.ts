@@ -21,6 +21,7 @@ import {
   passwordVariableOf,
   renderAuthorization,
 } from "../adapters/nats/permissions.ts";
+import { sleep } from "../app/sleep.ts";
 import { canConnect, freePort, portIsFree } from "./loopback.ts";
 import { ensureNatsServer } from "./provision-tools.ts";
 
@@ -148,7 +149,7 @@ export async function startEmbeddedNats(
       child.kill("SIGKILL");
       throw new Error(`embedded nats-server did not start; see ${join(storeDir, "nats-server.log")}`);
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 
   const endpoint: EmbeddedEndpoint = { url: `nats://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${wsPort}` };

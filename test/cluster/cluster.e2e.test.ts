@@ -28,7 +28,7 @@ import { join } from "node:path";
 import { type JetStreamManager, jetstream, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { killWithParent } from "../../src/runtime/local-services.ts";
+import { killWithParent } from "../../tools/services/local-services.ts";
 import {
   AUTH_SECRET,
   checkGuarantees,
@@ -41,12 +41,11 @@ import {
   readTrading,
   ServiceProcess,
   type SyncState,
-  sleep,
   syncState,
-  until,
 } from "../fault/harness.ts";
 import { cliToken } from "../support/cli.ts";
 import { freePort, getPostgres } from "../support/services.ts";
+import { sleep, until } from "../support/wait.ts";
 import { NatsCluster } from "./nats-cluster.ts";
 
 const LOAD_GAP_MS = Number(process.env.CLUSTER_LOAD_GAP_MS ?? 2_000);

@@ -20,8 +20,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { canConnect } from "../../src/runtime/loopback.ts";
 import { ensureNatsServer } from "../../src/runtime/provision-tools.ts";
 import { freePort } from "../support/services.ts";
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+import { sleep } from "../support/wait.ts";
 
 export type ClusterNode = {
   /** server_name, e.g. "n1". */

@@ -1,6 +1,6 @@
 /**
- * `sequencer bench --quick` through the CLI, once: it starts its own nats-server and PostgreSQL, runs every phase
- * at tiny sizes, prints the table and writes the JSON. Only that the command works is checked — every figure is a
+ * `npm run bench -- --quick` (bun tools/bench/index.ts) as a child process, once: it starts its own nats-server
+ * and PostgreSQL, runs every phase at tiny sizes, prints the table and writes the JSON. Only that the command works is checked — every figure is a
  * positive number — never a timing threshold (CI machines vary; docs/performance.md has the real figures).
  * The soak, which a default run leaves out, gets its own smoke run: 12 s, a row per 3 s. Both write their SVG
  * charts beside the JSON.
@@ -9,9 +9,11 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { CLI } from "../support/cli.ts";
+import { runProcess } from "../support/process.ts";
 import { onPglite } from "../support/services.ts";
 
+/** What `npm run bench` runs. */
+const BENCH = join(import.meta.dir, "../../tools/bench/index.ts");
 const dir = mkdtempSync(join(tmpdir(), "bench-e2e-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -52,26 +54,32 @@ function charts(stdout: string, jsonPath: string): { throughput: string; latency
   return { throughput, latency };
 }
 
-/** `sequencer bench <args> --json <jsonPath>`, killed after 85 s; throws with both outputs on a non-zero exit. */
+/** `npm run bench -- <args> --json <jsonPath>`, killed after 85 s; throws with both outputs on a non-zero exit. */
 async function bench(args: string[], jsonPath: string): Promise<{ stdout: string; stderr: string }> {
   const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? dir };
   if (process.env.PG_BIN) env.PG_BIN = process.env.PG_BIN;
   // No NATS_URL / DATABASE_URL: the bench starts its own servers.
-  const proc = Bun.spawn([process.execPath, CLI, "bench", ...args, "--json", jsonPath], {
-    env,
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const killer = setTimeout(() => proc.kill("SIGKILL"), 85_000);
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  clearTimeout(killer);
+  const {
+    out: stdout,
+    err: stderr,
+    code,
+  } = await runProcess([process.execPath, BENCH, ...args, "--json", jsonPath], { env, timeoutMs: 85_000 });
   if (code !== 0) throw new Error(`bench exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
   return { stdout, stderr };
 }
+
+test("--help prints the bench's usage on stdout and exits 0; an unknown option is a usage error (exit 64)", async () => {
+  const env = { PATH: process.env.PATH ?? "" };
+  const help = await runProcess([process.execPath, BENCH, "--help"], { env });
+  expect({ code: help.code, err: help.err }).toEqual({ code: 0, err: "" });
+  expect(help.out).toStartWith("usage: npm run bench -- [--quick]");
+  expect(help.out).toContain("--only ingest,raw,drain,e2e,soak");
+
+  const wrong = await runProcess([process.execPath, BENCH, "--no-such-option"], { env });
+  expect(wrong.code).toBe(64);
+  expect(wrong.out).toBe("");
+  expect(wrong.err).toContain("usage: npm run bench --");
+});
 
 // The benchmark compares designs on a real, durable PostgreSQL; it refuses to run on the PGlite fallback.
 test.skipIf(onPglite)(

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { runCli } from "../support/cli.ts";
 
 const env = { PATH: process.env.PATH ?? "" };
-const VERBS = ["serve", "migrate", "provision", "token", "replay", "inspect", "bench"];
+const VERBS = ["serve", "migrate", "provision", "token", "replay", "inspect"];
 
 describe("sequencer --help", () => {
   test("--help, -h and help print every verb on stdout and exit 0", async () => {

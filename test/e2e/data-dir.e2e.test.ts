@@ -12,8 +12,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { lstatSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type CliChild, spawnCli, stopCli, until } from "../support/cli.ts";
+import { type CliChild, spawnCli, stopCli } from "../support/cli.ts";
 import { freePort } from "../support/services.ts";
+import { until } from "../support/wait.ts";
 
 type Child = CliChild;
 const spawnServe = (env: Record<string, string>) => spawnCli(["serve"], env);

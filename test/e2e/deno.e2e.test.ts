@@ -5,8 +5,8 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { until } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
+import { until } from "../support/wait.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const DENO = join(ROOT, "node_modules/.bin/deno");

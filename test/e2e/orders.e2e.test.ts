@@ -12,8 +12,9 @@ import { connectNats, type NatsIdentity } from "../../src/adapters/nats/connecti
 import { tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
 import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { embeddedCredentials } from "../../src/runtime/embedded-nats.ts";
-import { CLI, type CliChild, cliToken, spawnCli, stopCli, until } from "../support/cli.ts";
+import { CLI, type CliChild, cliToken, spawnCli, stopCli } from "../support/cli.ts";
 import { freePort, getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
+import { until } from "../support/wait.ts";
 
 const SECRET = "e2e-secret-0123456789-0123456789-0123456789";
 

@@ -12,8 +12,9 @@ import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import postgres from "postgres";
 import { CHROMIUM, ensureTestTool } from "../../src/runtime/provision-tools.ts";
-import { Cluster, OrderClient, type ServiceProcess, until } from "../fault/harness.ts";
+import { Cluster, OrderClient, type ServiceProcess } from "../fault/harness.ts";
 import { onPglite } from "../support/services.ts";
+import { until } from "../support/wait.ts";
 
 const SCREENSHOTS = join(import.meta.dir, "../../test-results/status-page");
 /** Long enough that the standby does not take over while the test holds the leader frozen. */

@@ -11,9 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeJwt, exportJWK, exportPKCS8, generateKeyPair } from "jose";
 import { TokenService } from "../../src/app/auth.ts";
-import { CLI, until } from "../support/cli.ts";
+import { CLI } from "../support/cli.ts";
 import { runProcess } from "../support/process.ts";
 import { freePort } from "../support/services.ts";
+import { until } from "../support/wait.ts";
 
 const SECRET = "token-e2e-secret-0123456789-0123456789";
 const dir = mkdtempSync(join(tmpdir(), "seq-token-e2e-"));

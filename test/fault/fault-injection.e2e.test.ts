@@ -12,6 +12,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { getPostgres, onPglite } from "../support/services.ts";
 import { holdTableLock } from "../support/table-lock.ts";
+import { sleep, until } from "../support/wait.ts";
 import {
   Cluster,
   disallowedAnswers,
@@ -20,10 +21,8 @@ import {
   OrderClient,
   randomBetween,
   type ServiceProcess,
-  sleep,
   syncState,
   trySyncState,
-  until,
 } from "./harness.ts";
 
 const FAULT_KILLS = Number(process.env.FAULT_KILLS ?? 20);
@@ -246,7 +245,7 @@ describe("fault injection (real CLI processes, nats-server, PostgreSQL)", () => 
   }
 
   // The next three need real PostgreSQL sessions (advisory-lock fencing, killed backends, server restarts);
-  // on the PGlite fallback every client shares one session (see src/runtime/pglite-wire-server.ts).
+  // on the PGlite fallback every client shares one session (see tools/services/pglite-wire-server.ts).
   test.skipIf(onPglite)(
     "two sequencers: exactly one leads; after SIGKILL of the leader the standby takes over within 10 s; PostgreSQL restart (needs real PostgreSQL)",
     async () => {

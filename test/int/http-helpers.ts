@@ -1,26 +1,31 @@
 /**
- * Builds the HTTP application the way src/service.ts does, but against test-owned dependencies: a throwaway
- * nats-server (JetStream) and a fresh PostgreSQL database. Requests are driven in-process through app.handle,
- * and what the API published is read back from the SEQUENCE stream.
+ * Builds the API role through the same builder as src/service.ts (src/composition/api-role.ts: the publisher that
+ * refuses while disconnected, the idempotency store, the lookup, the HTTP app), against test-owned dependencies: a
+ * throwaway nats-server (JetStream) and a fresh PostgreSQL database. Only readiness is the test's (setReadiness).
+ * Requests are driven in-process through app.handle, and what the API published is read back from SEQUENCE.
  */
 import { expect } from "bun:test";
-import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Database } from "../../src/adapters/db/client.ts";
 import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
-import { createHttpApp, type HttpLimits } from "../../src/adapters/http/app.ts";
+import type { createHttpApp, HttpLimits } from "../../src/adapters/http/app.ts";
 import type { ReadinessCheck } from "../../src/adapters/http/ops.ts";
 import { Metrics } from "../../src/adapters/metrics.ts";
-import { KvIdempotencyStore } from "../../src/adapters/nats/idempotency-kv.ts";
-import { JetStreamIntakeLookup } from "../../src/adapters/nats/intake-lookup.ts";
 import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
-import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
+import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import { TokenService } from "../../src/app/auth.ts";
-import { IntakeService } from "../../src/app/intake.ts";
-import { SnowflakeGenerator } from "../../src/domain/ids.ts";
+import { openApiRole } from "../../src/composition/api-role.ts";
+import {
+  connectRole,
+  openMigratedDatabase,
+  provisionTopology,
+} from "../../src/composition/infrastructure.ts";
+import type { Config } from "../../src/config.ts";
 import type { Logger } from "../../src/logger.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
-import type { Stack } from "../support/stack.ts";
+import { type Stack, stackConfig } from "../support/stack.ts";
+import { within } from "../support/wait.ts";
 
 export const SECRET = "x".repeat(40);
 export const BASE = "http://localhost";
@@ -52,6 +57,8 @@ export type Harness = {
   database: Database;
   store: DrizzleEventStore;
   tokens: TokenService;
+  /** What the API role was built with. */
+  config: Config;
   log: MemoryLogger;
   /** What GET /readyz reports; tests replace it. */
   setReadiness(checks: Checks | (() => Promise<Checks>)): void;
@@ -80,48 +87,31 @@ export async function startHarness(
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
   };
   try {
-    const nc = await connect({
-      servers: nats.url,
-      name: "http-api-int-test",
-      timeout: 5_000,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
+    const config = stackConfig(nats.url, await (await getPostgres()).createDatabase(), {
+      maxAckPending: 1_000,
+      idempotencyWindowMs: 60_000,
+      workerId: 1,
+      publishTimeoutMs: options.publishTimeoutMs ?? 2_000,
+      bodyLimitBytes: options.bodyLimitBytes ?? 16_384,
+      natsReconnectWaitMs: 250,
+      ...HARNESS_LIMITS,
+      ...options.limits,
     });
-    cleanups.push(() => nc.close());
-    const jsm = await jetstreamManager(nc);
-    const js = jetstream(nc);
-    await ensureTopology(jsm, { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 1_000 });
-
-    const pg = await getPostgres();
-    const database = await openDatabase({
-      url: await pg.createDatabase(),
-      pgliteDir: "/nonexistent/unused-by-postgres",
-    });
+    const log = memoryLogger();
+    const connection = await connectRole(nats.url, {}, "http-api-int-test", config, log);
+    cleanups.push(() => connection.nc.close());
+    const { nc, js, jsm } = connection;
+    await provisionTopology(connection, config, log, { buckets: true });
+    const database = await openMigratedDatabase(config, log);
     cleanups.push(() => database.close());
-    await database.migrate();
     const store = new DrizzleEventStore(database.db);
 
     const tokens = new TokenService(SECRET);
-    const intake = new IntakeService(
-      new SnowflakeGenerator(1),
-      new JetStreamIntakePublisher(js, options.publishTimeoutMs ?? 2_000),
-      await KvIdempotencyStore.open(js, 60_000),
-      store,
-    );
-    let readiness: () => Promise<Checks> = async () => ({ nats: { ok: true }, database: { ok: true } });
-    const log = memoryLogger();
     const metrics = new Metrics();
-    const app = createHttpApp({
-      intake,
-      tokens,
-      store,
-      pending: new JetStreamIntakeLookup(jsm),
-      metrics,
-      readiness: () => readiness(),
-      bodyLimitBytes: options.bodyLimitBytes ?? 16_384,
-      limits: { ...HARNESS_LIMITS, ...options.limits },
-      log,
-    });
+    const api = await openApiRole({ config, connection, tokens, store, metrics, log });
+    cleanups.push(() => api.stop());
+    let readiness: () => Promise<Checks> = async () => ({ nats: { ok: true }, database: { ok: true } });
+    const app = api.app(() => readiness());
 
     return {
       app,
@@ -133,6 +123,7 @@ export async function startHarness(
       database,
       store,
       tokens,
+      config,
       log,
       setReadiness(checks) {
         readiness = typeof checks === "function" ? checks : async () => checks;
@@ -197,18 +188,8 @@ export function unsignedToken(claims: Record<string, unknown>): string {
   return `${base64url({ alg: "none", typ: "JWT" })}.${base64url(claims)}.`;
 }
 
-/** Runs `fn` and fails if it does not settle within `ms`. */
-export async function within<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([fn(), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+// Re-exported for the HTTP test files that import it from here.
+export { within };
 
 /** The harness's own connections and database as a Stack, so that a sequencer numbers what its API accepts. */
 export function harnessStack(h: Harness): Stack {
@@ -219,6 +200,117 @@ export function harnessStack(h: Harness): Stack {
     database: h.database,
     store: h.store,
     intake: new JetStreamIntakePublisher(h.js, 5_000),
+    config: h.config,
     close: async () => {},
   };
+}
+
+/** An order body POST /orders accepts. */
+export const validOrder = { direction: "BUY", price: "101.25", quantity: "3" };
+/** Bodies POST /deposits and POST /transfers accept (admin routes). */
+export const deposit = { userId: "5", assetId: "6", amount: "100.50" };
+export const transfer = { fromUserId: "5", toUserId: "7", assetId: "6", amount: "12.25" };
+
+export function postOrder(body: unknown, options: Parameters<typeof jsonRequest>[3] = {}): Request {
+  return jsonRequest("POST", "/orders", body, options);
+}
+
+/** A request as a client sends it: a JSON body or none, a token (or a raw Authorization), an Idempotency-Key. */
+export function request(
+  method: string,
+  path: string,
+  body: unknown,
+  options: { token?: string; key?: string; authorization?: string } = {},
+): Request {
+  const req =
+    body === undefined
+      ? new Request(`${BASE}${path}`, {
+          method,
+          headers:
+            options.authorization !== undefined
+              ? { authorization: options.authorization }
+              : options.token
+                ? { authorization: `Bearer ${options.token}` }
+                : {},
+        })
+      : jsonRequest(method, path, body, {
+          ...(options.token === undefined ? {} : { token: options.token }),
+          ...(options.authorization === undefined ? {} : { authorization: options.authorization }),
+        });
+  if (options.key !== undefined) req.headers.set("idempotency-key", options.key);
+  return req;
+}
+
+let keyCounter = 0;
+/** A fresh Idempotency-Key, unique within the run. */
+export const freshKey = (label = "k") => `${label}-${Date.now().toString(36)}-${++keyCounter}`;
+
+/** Asserts an ISO-8601 UTC timestamp (as the API writes them) within a minute of now. */
+export function expectRecentIso(value: string | undefined): void {
+  expect(typeof value).toBe("string");
+  const time = Date.parse(value ?? "");
+  expect(new Date(time).toISOString()).toBe(value ?? "");
+  expect(Math.abs(Date.now() - time)).toBeLessThan(60_000);
+}
+
+/** A message on SEQUENCE: its subject, Nats-Msg-Id, JSON body and stream position. */
+export type StoredIntake = {
+  subject: string;
+  msgId: string | undefined;
+  body: Record<string, string>;
+  seq: number;
+};
+
+/**
+ * The in-process request helpers the HTTP tests share, bound to the harness a test file starts in beforeAll (so
+ * `harness` is a getter: the harness does not exist yet when the file is loaded).
+ */
+export function harnessRequests(harness: () => Harness) {
+  /** Drives one request through `app` (the harness's by default); fails if it does not answer within 10 s. */
+  function handle(
+    req: Request,
+    app: { handle(r: Request): Promise<Response> } = harness().app,
+  ): Promise<Response> {
+    return within(10_000, `${req.method} ${new URL(req.url).pathname}`, () => app.handle(req));
+  }
+
+  async function intakeAt(seq: number): Promise<StoredIntake> {
+    const msg = await harness().jsm.streams.getMessage(INTAKE_STREAM, { seq });
+    if (!msg) throw new Error(`no SEQUENCE message at ${seq}`);
+    return { subject: msg.subject, msgId: msg.header.get("Nats-Msg-Id"), body: msg.json(), seq };
+  }
+
+  /** Sends a request that must be refused with `status`/`code` (and `field`), and must publish nothing. */
+  async function expectRefused(
+    req: Request,
+    status: number,
+    code: string,
+    field?: string,
+  ): Promise<{ res: Response; error: ErrorBody["error"] }> {
+    const before = await harness().intakeCount();
+    const res = await handle(req);
+    const error = await readError(res);
+    expect({ status: res.status, code: error.code, field: error.field }).toEqual({ status, code, field });
+    expect(await harness().intakeCount()).toBe(before);
+    return { res, error };
+  }
+
+  /** Sends an accepted request: 202, exactly one new SEQUENCE message; returns the answer and that message. */
+  async function expectAccepted(
+    req: Request,
+  ): Promise<{ answer: Record<string, string>; stored: StoredIntake }> {
+    const before = await harness().intakeCount();
+    const res = await handle(req);
+    const text = await res.text();
+    expect({ status: res.status, text }).toEqual({ status: 202, text: expect.any(String) });
+    expect(res.headers.get("content-type") ?? "").toMatch(/^application\/json/);
+    const answer = JSON.parse(text) as Record<string, string>;
+    expect(await harness().intakeCount()).toBe(before + 1);
+    const stored = await intakeAt(before + 1);
+    expect(stored.msgId).toBe(answer.referenceId);
+    expect(stored.body.referenceId).toBe(answer.referenceId);
+    return { answer, stored };
+  }
+
+  return { handle, intakeAt, expectRefused, expectAccepted };
 }

@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type KV, Kvm } from "@nats-io/kv";
 import { IDEMPOTENCY_BUCKET } from "../../src/adapters/nats/idempotency-kv.ts";
 import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
-import type { IdempotencyRecord } from "../../src/app/idempotency.ts";
+import type { IdempotencyRecord } from "../../src/app/ports.ts";
 import { type CreateOrder, type Deposit, encodeIntakeEvent, type Intake } from "../../src/domain/events.ts";
-import { type RunningSequencer, runSequencer, waitFor } from "../support/stack.ts";
+import { type RunningSequencer, runSequencer } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 import {
   BASE,
   type Harness,

@@ -5,7 +5,8 @@ import { headers } from "@nats-io/transport-node";
 import { sql } from "drizzle-orm";
 import { formatInspection, inspect, verifyLog } from "../../src/inspect.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
-import { makeOrder, openStack, runSequencer, type Stack, waitFor } from "../support/stack.ts";
+import { makeOrder, openStack, runSequencer, type Stack } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 let nats: NatsServerHandle;
 let stack: Stack;

@@ -17,8 +17,8 @@ import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { type RunningService, startService } from "../../src/service.ts";
 import { getPostgres, type NatsServerHandle, onPglite, startNats } from "../support/services.ts";
-import { waitFor } from "../support/stack.ts";
 import { holdTableLock } from "../support/table-lock.ts";
+import { waitFor } from "../support/wait.ts";
 
 const WINDOW_MS = 5_000;
 let nats: NatsServerHandle;

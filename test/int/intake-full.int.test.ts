@@ -10,7 +10,7 @@ import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { type RunningService, startService } from "../../src/service.ts";
 import { getPostgres, type NatsServerHandle, onPglite, startNats } from "../support/services.ts";
-import { waitFor } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 let nats: NatsServerHandle;
 let api: RunningService;

@@ -19,7 +19,7 @@ import { replay } from "../../src/replay.ts";
 import { ensureNatsServer } from "../../src/runtime/provision-tools.ts";
 import { provisionBroker, type RunningService, startService } from "../../src/service.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
-import { waitFor } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 const root = join(import.meta.dir, "../..");
 const SECRET = "nats-permissions-test-secret-0123456789";

@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type ProcessResult, runProcess } from "../support/process.ts";
-import { type RunningSequencer, runSequencer, waitFor } from "../support/stack.ts";
+import { type RunningSequencer, runSequencer } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 import { type Harness, harnessStack, jsonRequest, readJson, startHarness, within } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;

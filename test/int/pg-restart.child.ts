@@ -15,11 +15,13 @@
 import net from "node:net";
 import postgres from "postgres";
 import { openDatabase } from "../../src/adapters/db/client.ts";
-import { DrizzleEventStore, type RejectedMessage } from "../../src/adapters/db/event-store.ts";
+import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
 import { PostgresWriterLease } from "../../src/adapters/db/writer-lease.ts";
+import type { RejectedMessage } from "../../src/app/ports.ts";
 import type { SequencedEvent } from "../../src/domain/events.ts";
 import type { Head } from "../../src/domain/sequencing.ts";
 import { chained, makeOrder, quietLogger } from "../support/stack.ts";
+import { within } from "../support/wait.ts";
 
 const url = process.env.DATABASE_URL;
 if (!url) throw new Error("DATABASE_URL is required");
@@ -146,19 +148,6 @@ function clientWithSockets(databaseUrl: string, options: postgres.Options<Record
 }
 
 const resetError = () => Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
-
-/** Fails unless `promise` settles within `ms`: a query left waiting forever, or a reconnect that stalls. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const CASES: Record<string, (databaseUrl: string) => Promise<void>> = {
   /** A reserved connection whose backend was terminated: its next queries must fail, not end the process. */

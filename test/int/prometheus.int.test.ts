@@ -16,7 +16,7 @@ import { ensureTestTool, PROMTOOL } from "../../src/runtime/provision-tools.ts";
 import { type RunningService, startService } from "../../src/service.ts";
 import { type ProcessResult, runProcess } from "../support/process.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
-import { waitFor } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const ALERTS = join(ROOT, "deploy/prometheus/alerts.yml");
@@ -256,7 +256,7 @@ describe("the Grafana dashboard", () => {
     }
   });
 
-  test("shows every figure the issue asks for", () => {
+  test("shows every operator figure: request rate and latency, lag, heads, leader, batches, refusals, memory", () => {
     const used = new Set(dashboardExprs.flatMap(({ expr }) => metricNames(expr)));
     for (const name of [
       "http_requests_total",

@@ -32,7 +32,7 @@ import {
   TRADING_STREAM,
 } from "../../src/adapters/nats/topology.ts";
 import { getPostgres, type NatsServerHandle, onPglite, startNats } from "../support/services.ts";
-import { waitFor } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TIMEOUT = 30_000;
 /** One row in drizzle.__drizzle_migrations per migration file (drizzle/meta/_journal.json). */

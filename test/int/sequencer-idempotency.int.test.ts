@@ -33,8 +33,8 @@ import {
   readTrading,
   runSequencer,
   type Stack,
-  waitFor,
 } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TEST_TIMEOUT = 60_000;
 

@@ -9,15 +9,11 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { headers } from "@nats-io/transport-node";
 import { sql } from "drizzle-orm";
 import { rowsOf } from "../../src/adapters/db/client.ts";
-import { LogContinuityError, type StoredEvent } from "../../src/adapters/db/event-store.ts";
 import { INTAKE_STREAM, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
-import {
-  JetStreamTradingLog,
-  type TradingLog,
-  TradingMismatchError,
-  tradingMsgId,
-} from "../../src/adapters/nats/trading-publisher.ts";
+import { JetStreamTradingLog, tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
+import { LogContinuityError, TradingMismatchError } from "../../src/app/errors.ts";
 import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
+import type { StoredEvent, TradingLog } from "../../src/app/ports.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
 import { inspect } from "../../src/inspect.ts";
 import { type NatsServerHandle, startNats } from "../support/services.ts";
@@ -31,8 +27,8 @@ import {
   readTrading,
   runSequencer,
   type Stack,
-  waitFor,
 } from "../support/stack.ts";
+import { sleep, waitFor } from "../support/wait.ts";
 
 describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
   let nats: NatsServerHandle;
@@ -352,7 +348,7 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
       const status = sequencer.status();
       expect(status.tradingInSync).toBe(false);
       expect(status.lastError).toContain("TRADING does not match the log at sequenceId 4");
-      await new Promise((r) => setTimeout(r, 500)); // it stays stopped: nothing retried, nothing more published
+      await sleep(500); // it stays stopped: nothing retried, nothing more published
       expect(sequencer.status().lastError).toBe(status.lastError);
       // Our own events never landed behind the forged one, and none of the batch was acked (no success reported).
       expect(await tradingLast()).toBe(4n);
@@ -436,7 +432,7 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     await waitFor("error reported", async () => running?.sequencer.status().lastError !== null);
     expect(running.sequencer.status().lastError).toContain("TRADING is at 1");
     expect(running.sequencer.status().tradingInSync).toBe(false);
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     expect(await headOf()).toBe(0n);
   });
 });

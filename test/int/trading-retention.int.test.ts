@@ -8,11 +8,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { DiscardPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
-import { JetStreamTradingLog, TradingMismatchError } from "../../src/adapters/nats/trading-publisher.ts";
+import { JetStreamTradingLog } from "../../src/adapters/nats/trading-publisher.ts";
+import { TradingMismatchError } from "../../src/app/errors.ts";
 import { formatVerification, inspect, verifyLog } from "../../src/inspect.ts";
 import { runCli } from "../support/cli.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
-import { makeOrder, openStack, runSequencer, type Stack, waitFor } from "../support/stack.ts";
+import { makeOrder, openStack, runSequencer, type Stack } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TIMEOUT = 60_000;
 

@@ -4,10 +4,11 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { WorkerLease } from "../../src/adapters/nats/worker-lease.ts";
+import { WORKERS_BUCKET, WorkerIdTakenError, WorkerLease } from "../../src/adapters/nats/worker-lease.ts";
 import { loadConfig } from "../../src/config.ts";
-import { decodeSnowflake } from "../../src/domain/ids.ts";
+import { decodeSnowflake, MAX_WORKER_ID } from "../../src/domain/ids.ts";
 import { createLogger } from "../../src/logger.ts";
 import { type RunningService, startService } from "../../src/service.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
@@ -77,3 +78,26 @@ test("two API replicas started at once get different worker ids and mint disjoin
   };
   expect(ready.checks.workerId?.ok).toBe(true);
 });
+
+test("a claim skips every id a live process holds (the server's create conflict), and fails when none is left", async () => {
+  // A broker of its own, so the bucket's TTL outlasts the ~2 000 round trips the claims below make.
+  const own = await startNats();
+  const client = await connect({ servers: own.url });
+  try {
+    const js = jetstream(client);
+    const options = { ttlMs: 60_000, replicas: 1, holder: "test" };
+    const kv = await new Kvm(js).create(WORKERS_BUCKET, { ttl: options.ttlMs, history: 1, replicas: 1 });
+    const free = 517;
+    const taken = Array.from({ length: MAX_WORKER_ID + 1 }, (_, id) => id).filter((id) => id !== free);
+    for (let i = 0; i < taken.length; i += 128) {
+      await Promise.all(taken.slice(i, i + 128).map((id) => kv.create(String(id), "another process")));
+    }
+    const lease = await WorkerLease.claim(js, options, quietLogger);
+    expect(lease.workerId).toBe(free);
+    await expect(WorkerLease.claim(js, options, quietLogger)).rejects.toBeInstanceOf(WorkerIdTakenError);
+    await lease.release();
+  } finally {
+    await client.close();
+    await own.stop();
+  }
+}, 60_000);

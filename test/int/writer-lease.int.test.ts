@@ -15,7 +15,8 @@ import {
 import type { SequencedEvent } from "../../src/domain/events.ts";
 import { EMPTY_HEAD, type Head } from "../../src/domain/sequencing.ts";
 import { getPostgres, onPglite } from "../support/services.ts";
-import { chained, makeOrder, quietLogger, waitFor } from "../support/stack.ts";
+import { chained, makeOrder, quietLogger } from "../support/stack.ts";
+import { waitFor } from "../support/wait.ts";
 
 function sequenced(sequenceId: bigint): SequencedEvent {
   return { ...makeOrder(), sequenceId, previousId: sequenceId - 1n, sequencedAt: new Date().toISOString() };

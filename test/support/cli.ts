@@ -46,21 +46,6 @@ export function spawnCli(args: string[], env: Record<string, string>): CliChild 
   return { proc, stdout: () => out };
 }
 
-/** Polls `probe` (a throw counts as "not yet") every 100 ms until it gives a value, or fails after `timeoutMs`. */
-export async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
-
 /** SIGTERM, then the exit code; SIGKILL and an error when the child has not exited within 20 s. */
 export async function stopCli(child: CliChild): Promise<number> {
   child.proc.kill("SIGTERM");

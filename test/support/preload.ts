@@ -4,19 +4,25 @@
  * (src/runtime/provision-tools.ts), and says in one line when the Postgres-backed tests fall back to PGlite.
  */
 import { delimiter, dirname } from "node:path";
-import { postgresAvailability } from "../../src/runtime/local-services.ts";
 import { ensureNatsServer } from "../../src/runtime/provision-tools.ts";
+import { postgresAvailability } from "../../tools/services/local-services.ts";
 
-// Throws one line naming the ways to get nats-server when it cannot be installed: no test could run without it.
-const natsServer = ensureNatsServer();
-// Tests and the processes they spawn find it by name, also when it was just installed outside PATH.
-process.env.PATH = `${dirname(natsServer)}${delimiter}${process.env.PATH ?? ""}`;
+// `npm run test:unit` sets TEST_TIER=unit: unit tests start no services, so none is looked for or installed, and the
+// fast loop also runs where nats-server and PostgreSQL cannot be had.
+if (process.env.TEST_TIER !== "unit") provideServices();
 
-const postgres = postgresAvailability();
-if ("unavailable" in postgres) {
-  process.stderr.write(
-    `PostgreSQL is not available (${postgres.unavailable}); the Postgres-backed tests run on PGlite served over the ` +
-      "wire, and the few that need a real server (killed sessions, restarts under load, two writers) are skipped, " +
-      "each saying so.\n",
-  );
+function provideServices(): void {
+  // Throws one line naming the ways to get nats-server when it cannot be installed: no test could run without it.
+  const natsServer = ensureNatsServer();
+  // Tests and the processes they spawn find it by name, also when it was just installed outside PATH.
+  process.env.PATH = `${dirname(natsServer)}${delimiter}${process.env.PATH ?? ""}`;
+
+  const postgres = postgresAvailability();
+  if ("unavailable" in postgres) {
+    process.stderr.write(
+      `PostgreSQL is not available (${postgres.unavailable}); the Postgres-backed tests run on PGlite served over ` +
+        "the wire, and the few that need a real server (killed sessions, restarts under load, two writers) are " +
+        "skipped, each saying so.\n",
+    );
+  }
 }

@@ -1,8 +1,8 @@
 /**
  * The real backing services for tests (throwaway nats-server and PostgreSQL on loopback). The
- * implementation lives in src/runtime/local-services.ts, shared with the benchmark (`sequencer bench`).
+ * implementation lives in tools/services/local-services.ts, shared with the benchmark (`npm run bench`).
  */
-import { postgresKind } from "../../src/runtime/local-services.ts";
+import { postgresKind } from "../../tools/services/local-services.ts";
 
 export {
   freePort,
@@ -10,7 +10,7 @@ export {
   type NatsServerHandle,
   type PostgresHandle,
   startNats,
-} from "../../src/runtime/local-services.ts";
+} from "../../tools/services/local-services.ts";
 
 /**
  * True where PostgreSQL could not be had and getPostgres() serves PGlite (test/support/preload.ts says so once).

@@ -1,32 +1,33 @@
 /**
- * Wires the real adapters (nats.js, Drizzle) around a Sequencer for integration tests, the way src/service.ts
- * does, but step by step so a test can inject a failpoint by wrapping an adapter.
+ * The sequencer's stack for integration tests, built through the same builders as src/service.ts
+ * (src/composition/): the role's NATS connection, the topology and the migrated database from infrastructure.ts,
+ * and runSequencer is the sequencer role itself (writer lease, the store on the writer's fenced session, the
+ * leadership loop), so the tests run the pipelining on the writer's session. A test can wrap TRADING to inject a
+ * failure. `stack.store` is the shared pool's store, as the API reads the log; the tests that seed the log
+ * directly append through it (no sequencer runs then).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  jetstream,
-  jetstreamManager,
-} from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type Database, openDatabase } from "../../src/adapters/db/client.ts";
-import { DrizzleEventStore, type StoredEvent } from "../../src/adapters/db/event-store.ts";
-import { JetStreamIntakeSource } from "../../src/adapters/nats/intake-consumer.ts";
+import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Database } from "../../src/adapters/db/client.ts";
+import { DrizzleEventStore } from "../../src/adapters/db/event-store.ts";
+import { Metrics } from "../../src/adapters/metrics.ts";
 import { JetStreamIntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
-import { ensureTopology, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
-import {
-  digestOfMsgId,
-  JetStreamTradingLog,
-  msgIdDigest,
-  type TradingLog,
-  tradingMsgId,
-} from "../../src/adapters/nats/trading-publisher.ts";
+import { TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
+import { digestOfMsgId, msgIdDigest, tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
+import type { LeadershipState } from "../../src/app/leadership.ts";
 import { chainDigests, DigestChain, ZERO_DIGEST } from "../../src/app/log-digest.ts";
-import { Sequencer } from "../../src/app/sequencer.ts";
+import type { StoredEvent, TradingLog } from "../../src/app/ports.ts";
+import type { Sequencer } from "../../src/app/sequencer.ts";
+import {
+  connectRole,
+  openMigratedDatabase,
+  provisionTopology,
+} from "../../src/composition/infrastructure.ts";
+import { startSequencerRole } from "../../src/composition/sequencer-role.ts";
+import { type Config, loadConfig } from "../../src/config.ts";
 import {
   type CreateOrder,
   encodeSequencedEvent,
@@ -36,66 +37,111 @@ import {
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { createLogger } from "../../src/logger.ts";
 import { getPostgres } from "./services.ts";
+import { waitFor } from "./wait.ts";
 
 export type Stack = {
   nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   database: Database;
+  /** The shared pool's store: reads, and the tests that seed the log directly. */
   store: DrizzleEventStore;
   intake: JetStreamIntakePublisher;
+  /** What the stack was built with; runSequencer's sequencer role reads its settings from here. */
+  config: Config;
   close(): Promise<void>;
 };
 
-/** A database URL, or undefined for a fresh PGlite directory. */
-export async function openStack(natsUrl: string, databaseUrl: string | undefined): Promise<Stack> {
-  const nc = await connect({ servers: natsUrl });
-  const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
-  await ensureTopology(jsm, { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 });
-  const database = await openDatabase({
-    url: databaseUrl,
-    pgliteDir: join(mkdtempSync(join(tmpdir(), "seq-pglite-")), "pg"),
-  });
-  await database.migrate();
+/**
+ * The configuration of the in-process stacks: the defaults (loadConfig of an empty environment), a test's broker
+ * and database (undefined: PGlite in a fresh directory), and a sequencer that turns fast (short idle waits, small
+ * pages) so that the tests do not wait on it.
+ */
+export function stackConfig(
+  natsUrl: string,
+  databaseUrl: string | undefined,
+  overrides: Partial<Config> = {},
+): Config {
   return {
-    nc,
-    js,
-    jsm,
-    database,
-    store: new DrizzleEventStore(database.db),
-    intake: new JetStreamIntakePublisher(js, 5_000),
-    async close() {
-      await nc.close();
-      await database.close();
-    },
+    ...loadConfig({}),
+    natsUrl,
+    databaseUrl,
+    dataDir: mkdtempSync(join(tmpdir(), "seq-pglite-")),
+    duplicateWindowMs: 120_000,
+    ackWaitMs: 30_000,
+    maxAckPending: 20_000,
+    batchSize: 500,
+    maxBatchSize: 500,
+    intakePrefetch: 2_000,
+    fetchWaitMs: 100,
+    catchUpPageSize: 50,
+    keepAliveMs: 5_000,
+    ...overrides,
   };
 }
 
-export type RunningSequencer = { sequencer: Sequencer; stop(): Promise<void> };
+/** A database URL, or undefined for a fresh PGlite directory. */
+export async function openStack(natsUrl: string, databaseUrl: string | undefined): Promise<Stack> {
+  const config = stackConfig(natsUrl, databaseUrl);
+  const connection = await connectRole(natsUrl, {}, "sequencer-test-stack", config, quietLogger);
+  try {
+    await provisionTopology(connection, config, quietLogger, { buckets: false });
+    const database = await openMigratedDatabase(config, quietLogger);
+    return {
+      nc: connection.nc,
+      js: connection.js,
+      jsm: connection.jsm,
+      database,
+      store: new DrizzleEventStore(database.db),
+      intake: new JetStreamIntakePublisher(connection.js, config.publishTimeoutMs, connection.up),
+      config,
+      async close() {
+        await connection.nc.close();
+        await database.close();
+      },
+    };
+  } catch (error) {
+    await connection.nc.close();
+    throw error;
+  }
+}
 
+/** `sequencer`: the current term's (the last one's after the lease was lost). */
+export type RunningSequencer = { readonly sequencer: Sequencer; stop(): Promise<void> };
+
+/** Starts the sequencer role on the stack and waits until it holds the writer lease and sequences. */
 export async function runSequencer(
   stack: Stack,
   options: { wrapTrading?: (real: TradingLog) => TradingLog; batchSize?: number } = {},
 ): Promise<RunningSequencer> {
-  const source = await JetStreamIntakeSource.open(stack.js, 2_000);
-  const real = new JetStreamTradingLog(stack.nc, stack.js, stack.jsm, 5_000);
-  const sequencer = new Sequencer(
-    source,
-    stack.store,
-    options.wrapTrading ? options.wrapTrading(real) : real,
-    { batchSize: options.batchSize ?? 500, fetchWaitMs: 100, catchUpPageSize: 50, keepAliveMs: 5_000 },
-    createLogger({ test: true }, "silent"),
-  );
-  const abort = new AbortController();
-  const done = sequencer.run(abort.signal);
+  const { wrapTrading, batchSize } = options;
+  const leadership: LeadershipState = { leader: false, term: undefined };
+  const role = startSequencerRole({
+    config: batchSize === undefined ? stack.config : { ...stack.config, batchSize, maxBatchSize: batchSize },
+    connection: stack,
+    database: stack.database,
+    metrics: new Metrics(),
+    leadership,
+    log: quietLogger,
+    wrap: wrapTrading ? (real) => ({ ...real, trading: wrapTrading(real.trading) }) : undefined,
+  });
+  try {
+    await waitFor(
+      "the sequencer to take the writer lease",
+      async () => leadership.term !== undefined,
+      30_000,
+    );
+  } catch (error) {
+    await role.stop();
+    throw error;
+  }
+  let last = leadership.term?.sequencer as Sequencer;
   return {
-    sequencer,
-    async stop() {
-      abort.abort();
-      await done;
-      await source.close();
+    get sequencer() {
+      last = leadership.term?.sequencer ?? last;
+      return last;
     },
+    stop: () => role.stop(),
   };
 }
 
@@ -129,17 +175,8 @@ export function makeOrder(overrides: Partial<Intake<CreateOrder>> = {}): Intake<
   };
 }
 
-export async function waitFor(
-  what: string,
-  check: () => Promise<boolean>,
-  timeoutMs = 20_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+// Re-exported while the split HTTP test files still import it from here; new code imports ./wait.ts.
+export { waitFor } from "./wait.ts";
 
 export type TradingMessage = {
   position: number;
@@ -176,7 +213,7 @@ export async function readTrading(stack: Stack): Promise<TradingMessage[]> {
 }
 
 /**
- * Every invariant the issue names, over the log and TRADING: 1..N, previousId, positions, msg ids, once each; and
+ * Every invariant of the promise (README: G1–G4), over the log and TRADING: 1..N, previousId, positions, msg ids, once each; and
  * the digest chain: every stored digest follows from the previous one and the payload, and TRADING carries the
  * same bytes and msg id `<sequenceId>:<the digest's first 32 hex characters>` (tradingMsgId).
  */

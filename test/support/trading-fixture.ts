@@ -10,7 +10,8 @@ import { ensureTopology, TRADING_STREAM } from "../../src/adapters/nats/topology
 import { JetStreamTradingLog, subjectOf, tradingMsgId } from "../../src/adapters/nats/trading-publisher.ts";
 import { DigestChain, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import { encodeSequencedEvent, type SequencedEvent } from "../../src/domain/events.ts";
-import { makeOrder, waitFor } from "./stack.ts";
+import { makeOrder } from "./stack.ts";
+import { waitFor } from "./wait.ts";
 
 /** One event as published: its body and full chain digest. */
 export type Published = { sequenceId: bigint; event: SequencedEvent; payload: string; digest: string };

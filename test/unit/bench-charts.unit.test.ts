@@ -1,5 +1,5 @@
 /**
- * The bench's SVG charts (src/bench/svg-charts.ts, charts.ts, chart-files.ts): well-formed standalone SVG, bars
+ * The bench's SVG charts (tools/bench/svg-charts.ts, charts.ts, chart-files.ts): well-formed standalone SVG, bars
  * proportional to their values, every bar labelled, "no data" instead of NaN coordinates, text escaped, the same
  * bytes for the same input, and a file that is not a bench result refused.
  */
@@ -7,10 +7,10 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chartFilesMain } from "../../src/bench/chart-files.ts";
-import { ChartInputError, chartSource, renderCharts } from "../../src/bench/charts.ts";
-import { e2eIntervalMs, latencyIntervals } from "../../src/bench/stats.ts";
-import { barChartSvg, escapeXml, latencyChartSvg, niceAxis } from "../../src/bench/svg-charts.ts";
+import { chartFilesMain } from "../../tools/bench/chart-files.ts";
+import { ChartInputError, chartSource, renderCharts } from "../../tools/bench/charts.ts";
+import { e2eIntervalMs, latencyIntervals } from "../../tools/bench/stats.ts";
+import { barChartSvg, escapeXml, latencyChartSvg, niceAxis } from "../../tools/bench/svg-charts.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "bench-charts-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

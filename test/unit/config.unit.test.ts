@@ -51,7 +51,12 @@ describe("loadConfig defaults", () => {
       fetchWaitMs: 1_000,
       ackWaitMs: 10_000,
       maxAckPending: 4_000,
+      intakePrefetch: 2_000,
+      pullExpiresMs: 5_000,
+      catchUpPageSize: 1_000,
+      keepAliveMs: 3_333,
       bodyLimitBytes: 16_384,
+      opsBodyLimitBytes: 65_536,
       rateLimit: { count: 50, perMs: 1_000 },
       authFailureLimit: { count: 20, perMs: 60_000 },
       bodyTimeoutMs: 10_000,
@@ -62,6 +67,9 @@ describe("loadConfig defaults", () => {
       failpointAfter: 1,
       failpointStallMs: undefined,
       writerLeaseTtlMs: 10_000,
+      writerLeasePollMs: 500,
+      writerLeaseHeartbeatMs: 1_000,
+      natsReconnectWaitMs: 500,
       statementTimeoutMs: 30_000,
       queryTimeoutMs: 10_000,
     };
@@ -126,6 +134,14 @@ describe("loadConfig valid values", () => {
       STATEMENT_TIMEOUT: "45s",
       QUERY_TIMEOUT: "2s",
       FAILPOINT_STALL: "15s",
+      SEQUENCER_PREFETCH: "7",
+      SEQUENCER_PULL_EXPIRES: "2s",
+      SEQUENCER_CATCH_UP_PAGE: "20",
+      SEQUENCER_KEEP_ALIVE: "59m",
+      WRITER_LEASE_POLL: "50ms",
+      WRITER_LEASE_HEARTBEAT: "2s",
+      NATS_RECONNECT_WAIT: "3s",
+      OPS_BODY_LIMIT_BYTES: "2048",
     });
     expect(config).toEqual({
       port: 8080,
@@ -151,7 +167,12 @@ describe("loadConfig valid values", () => {
       fetchWaitMs: 10,
       ackWaitMs: 3_600_000,
       maxAckPending: 1,
+      intakePrefetch: 7,
+      pullExpiresMs: 2_000,
+      catchUpPageSize: 20,
+      keepAliveMs: 3_540_000,
       bodyLimitBytes: 256,
+      opsBodyLimitBytes: 2_048,
       rateLimit: { count: 5, perMs: 120_000 },
       authFailureLimit: null,
       bodyTimeoutMs: 3_000,
@@ -162,6 +183,9 @@ describe("loadConfig valid values", () => {
       failpointAfter: 1,
       failpointStallMs: 15_000,
       writerLeaseTtlMs: 4_000,
+      writerLeasePollMs: 50,
+      writerLeaseHeartbeatMs: 2_000,
+      natsReconnectWaitMs: 3_000,
       statementTimeoutMs: 45_000,
       queryTimeoutMs: 2_000,
     });
@@ -195,6 +219,47 @@ describe("loadConfig valid values", () => {
 
   test("AUTH_SECRET of exactly 32 characters is accepted", () => {
     expect(loadConfig({ AUTH_SECRET: SECRET }).authSecret).toBe(SECRET);
+  });
+});
+
+describe("sequencer and lease tunables", () => {
+  test("their defaults follow the settings they were derived from", () => {
+    const config = loadConfig({
+      SEQUENCER_BATCH_SIZE: "300",
+      SEQUENCER_ACK_WAIT: "30s",
+      WRITER_LEASE_TTL: "3s",
+    });
+    expect({
+      intakePrefetch: config.intakePrefetch,
+      keepAliveMs: config.keepAliveMs,
+      writerLeaseHeartbeatMs: config.writerLeaseHeartbeatMs,
+    }).toEqual({ intakePrefetch: 600, keepAliveMs: 10_000, writerLeaseHeartbeatMs: 600 });
+    // A third of the shortest ack_wait allowed (1s), rounded down.
+    expect(loadConfig({ SEQUENCER_ACK_WAIT: "1s" }).keepAliveMs).toBe(333);
+  });
+
+  test("a keep-alive not under ack_wait, or a heartbeat over half the lease, is refused naming both", () => {
+    expect(configError({ SEQUENCER_ACK_WAIT: "5s", SEQUENCER_KEEP_ALIVE: "5s" }).message).toBe(
+      "SEQUENCER_KEEP_ALIVE (5000 ms) must be less than SEQUENCER_ACK_WAIT (5000 ms)",
+    );
+    expect(configError({ WRITER_LEASE_TTL: "4s", WRITER_LEASE_HEARTBEAT: "2001ms" }).message).toBe(
+      "WRITER_LEASE_HEARTBEAT (2001 ms) must be at most half of WRITER_LEASE_TTL (4000 ms)",
+    );
+    expect(loadConfig({ WRITER_LEASE_TTL: "4s", WRITER_LEASE_HEARTBEAT: "2s" }).writerLeaseHeartbeatMs).toBe(
+      2_000,
+    );
+  });
+
+  test.each([
+    ["SEQUENCER_PREFETCH", "0"],
+    ["SEQUENCER_CATCH_UP_PAGE", "100001"],
+    ["SEQUENCER_PULL_EXPIRES", "999ms"],
+    ["SEQUENCER_KEEP_ALIVE", "soon"],
+    ["WRITER_LEASE_POLL", "2m"],
+    ["NATS_RECONNECT_WAIT", "5ms"],
+    ["OPS_BODY_LIMIT_BYTES", "1023"],
+  ])("%s=%p is refused naming it", (name, value) => {
+    expect(configError({ [name]: value }).message).toStartWith(`${name} must be`);
   });
 });
 

@@ -17,6 +17,7 @@ import {
   encodeIntakeEvent,
   encodeSequencedEvent,
   type Intake,
+  isClientIdempotencyKey,
   ownerOf,
   type Sequenced,
   type Transfer,
@@ -408,6 +409,20 @@ describe("idempotencyKey on the wire", () => {
         (key, type) => {
           const decoded = decodeIntakeEvent(wireOf(type, { idempotencyKey: key }));
           expect(decoded.ok).toBe(shape.test(key));
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+
+  test("property: the API takes a client's key exactly when the event decode takes it scoped by its user", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ maxLength: 80 }), fc.stringMatching(/^[A-Za-z0-9_. :-]{0,70}$/), keyTailArb),
+        idArb,
+        (key, user) => {
+          const decoded = decodeIntakeEvent(wireOf("DEPOSIT", { idempotencyKey: `${user}:${key}` }));
+          expect(isClientIdempotencyKey(key)).toBe(decoded.ok);
         },
       ),
       { numRuns: 1000 },

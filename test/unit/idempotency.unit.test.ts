@@ -6,7 +6,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { errorMapping } from "../../src/adapters/http/errors.ts";
-import type { IntakePublisher } from "../../src/adapters/nats/intake-publisher.ts";
 import {
   ConflictError,
   type IdempotencyRecordProblem,
@@ -14,14 +13,9 @@ import {
   InvalidInputError,
   UnavailableError,
 } from "../../src/app/errors.ts";
-import {
-  type Answer,
-  type Attempt,
-  type IdempotencyRecord,
-  type IdempotencyStore,
-  runIdempotent,
-} from "../../src/app/idempotency.ts";
+import { type Attempt, runIdempotent } from "../../src/app/idempotency.ts";
 import { canonicalRequest, IntakeService } from "../../src/app/intake.ts";
+import type { Answer, IdempotencyRecord, IdempotencyStore, IntakePublisher } from "../../src/app/ports.ts";
 import {
   type CreateOrder,
   type Deposit,

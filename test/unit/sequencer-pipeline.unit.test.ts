@@ -6,20 +6,20 @@
  * sequencer for good.
  */
 import { describe, expect, test } from "bun:test";
+import { LogContinuityError, TradingMismatchError } from "../../src/app/errors.ts";
+import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import type {
   EventKey,
   EventStore,
+  IntakeMessage,
+  IntakeSource,
   RejectedMessage,
+  SequencedRecord,
+  SequencerObserver,
   StoredEvent,
-} from "../../src/adapters/db/event-store.ts";
-import type { IntakeMessage, IntakeSource } from "../../src/adapters/nats/intake-consumer.ts";
-import {
-  type TradingLog,
-  TradingMismatchError,
-  type TradingRecord,
-} from "../../src/adapters/nats/trading-publisher.ts";
-import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
-import { Sequencer, type SequencerObserver } from "../../src/app/sequencer.ts";
+  TradingLog,
+} from "../../src/app/ports.ts";
+import { Sequencer } from "../../src/app/sequencer.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
 import { EMPTY_HEAD, type Head } from "../../src/domain/sequencing.ts";
 import { createLogger } from "../../src/logger.ts";
@@ -105,14 +105,17 @@ class SlowStore implements EventStore {
       this.inFlight--;
     }
     if (attempt === this.failAppend) throw new Error("connection lost mid-commit");
-    // The continuity check of the real statement: a batch must follow the last stored row.
+    // The continuity check of the real statement: the row before the batch is stored and carries the digest
+    // the batch was chained from.
     const first = batch[0]?.event.sequenceId;
-    if (first !== undefined && first !== BigInt(this.rows.length + 1)) {
+    const before =
+      first === undefined ? undefined : first === 1n ? ZERO_DIGEST : this.rows[Number(first) - 2]?.digest;
+    if (first !== undefined && before === undefined) {
       this.refusedNotContinuing++;
-      throw new Error(`batch from ${first} does not continue the log at ${this.rows.length}`);
+      throw new LogContinuityError(`event ${first - 1n} is not stored: batch from ${first} not appended`);
     }
-    if (first !== undefined && chainedFrom !== (this.rows[this.rows.length - 1]?.digest ?? ZERO_DIGEST)) {
-      throw new Error(`batch from ${first} is not chained from the stored digest`);
+    if (first !== undefined && chainedFrom !== before) {
+      throw new LogContinuityError(`event ${first - 1n}'s digest is not the one the batch was chained from`);
     }
     const refs = new Set(this.rows.map((row) => row.event.referenceId));
     for (const row of batch) {
@@ -135,25 +138,25 @@ class SlowStore implements EventStore {
   }
 }
 
-function record({ event, payload, digest }: StoredEvent): TradingRecord {
+function record({ event, payload, digest }: StoredEvent): SequencedRecord {
   return { sequenceId: event.sequenceId, type: event.type, payload, digest };
 }
 
 class MemoryTrading implements TradingLog {
-  readonly records: TradingRecord[] = [];
+  readonly records: SequencedRecord[] = [];
   appends = 0;
   failAppend: number | null = null;
   async lastSequence(): Promise<bigint> {
     return BigInt(this.records.length);
   }
-  async append(records: readonly TradingRecord[]): Promise<void> {
+  async append(records: readonly SequencedRecord[]): Promise<void> {
     if (records.length > 0 && ++this.appends === this.failAppend) throw new Error("PubAck timeout");
     for (const record of records) {
       if (record.sequenceId !== BigInt(this.records.length + 1)) throw new Error("out of order");
       this.records.push(record);
     }
   }
-  async verify(expected: TradingRecord): Promise<void> {
+  async verify(expected: SequencedRecord): Promise<void> {
     const stored = this.records[Number(expected.sequenceId) - 1];
     if (stored?.payload !== expected.payload || stored.digest !== expected.digest) {
       throw new TradingMismatchError(expected.sequenceId, "not the log's event");
@@ -177,14 +180,9 @@ function sequencerOver(
   observer?: SequencerObserver,
 ): Sequencer {
   return new Sequencer(
-    source,
-    store,
-    trading,
+    { source, store, trading, ...(observer ? { observer } : {}) },
     { batchSize: 10, fetchWaitMs: 10, catchUpPageSize: 100, keepAliveMs: 1_000 },
     createLogger({ test: true }, "silent"),
-    undefined,
-    undefined,
-    observer,
   );
 }
 
@@ -196,9 +194,7 @@ function beatingSequencer(
   beats: number[],
 ): Sequencer {
   return new Sequencer(
-    source,
-    store,
-    new MemoryTrading(),
+    { source, store, trading: new MemoryTrading() },
     {
       batchSize: 10,
       fetchWaitMs,

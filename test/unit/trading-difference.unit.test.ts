@@ -9,15 +9,15 @@ import {
   digestOfMsgId,
   MSG_ID_DIGEST_HEX,
   msgIdDigest,
-  type TradingRecord,
   tradingDifference,
   tradingHeaders,
   tradingMsgId,
 } from "../../src/adapters/nats/trading-publisher.ts";
 import { chainDigests, ZERO_DIGEST } from "../../src/app/log-digest.ts";
+import type { SequencedRecord } from "../../src/app/ports.ts";
 
 const payload = '{"sequenceId":"1","type":"DEPOSIT","amount":"5"}';
-const record: TradingRecord = {
+const record: SequencedRecord = {
   sequenceId: 1n,
   type: "DEPOSIT",
   payload,

@@ -59,6 +59,11 @@ export async function openDatabase(options: {
   return options.url ? openPostgres(options.url, options.statementTimeoutMs) : openPglite(options.pgliteDir);
 }
 
+/** A Drizzle database over a postgres.js client the caller opened (and closes). */
+export function postgresDb(client: postgres.Sql): Db {
+  return drizzlePostgres({ client, schema }) as unknown as Db;
+}
+
 function openPostgres(url: string, statementTimeoutMs: number | undefined): Database {
   const client = postgres(url, {
     max: 10,
@@ -66,7 +71,7 @@ function openPostgres(url: string, statementTimeoutMs: number | undefined): Data
     connect_timeout: 10,
     ...(statementTimeoutMs === undefined ? {} : { connection: { statement_timeout: statementTimeoutMs } }),
   });
-  const db = drizzlePostgres({ client, schema }) as unknown as Db;
+  const db = postgresDb(client);
   return {
     db,
     kind: "postgres",

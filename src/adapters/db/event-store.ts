@@ -3,52 +3,21 @@
  * and keyset reads for replay and catch-up. Written against Drizzle only, so it runs on postgres.js and PGlite.
  */
 import { asc, desc, eq, gt, type SQL, sql } from "drizzle-orm";
-import { ownerOf, type SequencedEvent } from "../../domain/events.ts";
+import { LogContinuityError } from "../../app/errors.ts";
+import type {
+  EventKey,
+  EventStore,
+  RejectedMessage,
+  SequencedRecord,
+  StoredEvent,
+  UserEventReader,
+} from "../../app/ports.ts";
+import { ownerOf } from "../../domain/events.ts";
 import type { Head } from "../../domain/sequencing.ts";
 import { EMPTY_HEAD } from "../../domain/sequencing.ts";
 import { type Db, executePrepared, rowsOf } from "./client.ts";
 import { events } from "./schema.ts";
-
-/** An event to store: the event, its exact TRADING body, and its chain digest (64 hex characters). */
-export type StoredEvent = { event: SequencedEvent; payload: string; digest: string };
-export type RejectedMessage = { streamSeq: bigint; subject: string; reason: string; data: string };
-/**
- * A stored event as it goes out again: the exact payload bytes, the type that picks the TRADING subject, and its
- * chain digest (hex).
- */
-export type EventRecord = { sequenceId: bigint; type: string; payload: string; digest: string };
-
-/** The three ways to name one event: its number, its referenceId, or the idempotency key it was sent with. */
-export type EventKey = { sequenceId: bigint } | { referenceId: bigint } | { idempotencyKey: string };
-
-/** A user's view of the log (GET /me/events). */
-export interface UserEventReader {
-  /** Events with sequenceId > after that concern one user (theirs, and transfers to them), in order, at most `limit`. */
-  readConcerning(userId: bigint, after: bigint, limit: number): Promise<EventRecord[]>;
-}
-
-export interface EventStore {
-  head(): Promise<Head>;
-  /** Which of these referenceIds and idempotency keys are already in the log. */
-  findStored(
-    referenceIds: readonly bigint[],
-    idempotencyKeys: readonly string[],
-  ): Promise<{ references: Set<bigint>; idempotencyKeys: Set<string> }>;
-  /**
-   * Stores a sequenced batch and the rejected messages that came with it, all or nothing. `chainedFrom` is the
-   * digest the batch's first event was chained from (the zero digest for sequenceId 1): the row before the batch
-   * must carry it, or nothing is written (LogContinuityError). Unused when the batch has no events.
-   */
-  append(
-    batch: readonly StoredEvent[],
-    rejected: readonly RejectedMessage[],
-    chainedFrom: string,
-  ): Promise<void>;
-  /** Events with sequenceId > after, in order, at most `limit`. */
-  readAfter(after: bigint, limit: number): Promise<EventRecord[]>;
-  /** One event by its sequenceId or by its referenceId. */
-  find(by: EventKey): Promise<EventRecord | null>;
-}
+import type { WriteFence } from "./write-fence.ts";
 
 /** Postgres renders timestamptz as "2026-01-02 03:04:05.678+00"; the wire wants ISO-8601. */
 function toIso(timestamp: string): string {
@@ -107,6 +76,22 @@ type EventRow = {
 /** The digest column as the 64 hex characters the rest of the code uses (drivers differ on bytea). */
 const digestHex = sql<string>`encode(${events.digest}, 'hex')`;
 
+/**
+ * The log's head: its last event's sequenceId, sequencedAt and digest (EMPTY_HEAD when the log is empty). The one
+ * query for it, used by the sequencer's store and by `inspect`; inside a transaction it reads that snapshot.
+ */
+export async function readHead(db: Db): Promise<Head> {
+  const rows = await db
+    .select({ sequenceId: events.sequenceId, sequencedAt: events.sequencedAt, digest: digestHex })
+    .from(events)
+    .orderBy(desc(events.sequenceId))
+    .limit(1);
+  const row = rows[0];
+  return row
+    ? { sequenceId: row.sequenceId, sequencedAt: toIso(row.sequencedAt), digest: row.digest }
+    : EMPTY_HEAD;
+}
+
 /** A bigint[] literal: decimal digits need no quoting or escaping, so this is the whole encoding. */
 function bigintArray(ids: readonly bigint[]): string {
   return `{${ids.join(",")}}`;
@@ -125,21 +110,6 @@ function insertRejected(rejected: readonly RejectedMessage[]) {
     returning 1`;
 }
 
-/**
- * A condition the write itself checks (see writer-lease.ts): `holds` is a SQL boolean evaluated inside the same
- * statement as the inserts, and when it is false nothing is written and `refused()` gives the error to throw.
- */
-export type WriteFence = { holds: SQL; refused(): Error };
-
-/**
- * An append whose first event does not follow the log's last one: the batch before it did not commit (the
- * sequencer sends appends ahead, pipelined), or the row before it does not carry the digest the batch was chained
- * from. Nothing was written; the sequencer recovers and redoes the batch.
- */
-export class LogContinuityError extends Error {
-  override readonly name = "LogContinuityError";
-}
-
 export class DrizzleEventStore implements EventStore, UserEventReader {
   /**
    * @param db every write (and head) goes through it: the writer's fenced session in the sequencer.
@@ -153,16 +123,8 @@ export class DrizzleEventStore implements EventStore, UserEventReader {
     private readonly reader: Db = db,
   ) {}
 
-  async head(): Promise<Head> {
-    const rows = await this.db
-      .select({ sequenceId: events.sequenceId, sequencedAt: events.sequencedAt, digest: digestHex })
-      .from(events)
-      .orderBy(desc(events.sequenceId))
-      .limit(1);
-    const row = rows[0];
-    return row
-      ? { sequenceId: row.sequenceId, sequencedAt: toIso(row.sequencedAt), digest: row.digest }
-      : EMPTY_HEAD;
+  head(): Promise<Head> {
+    return readHead(this.db);
   }
 
   async findStored(
@@ -245,7 +207,7 @@ export class DrizzleEventStore implements EventStore, UserEventReader {
     }
   }
 
-  async readAfter(after: bigint, limit: number): Promise<EventRecord[]> {
+  async readAfter(after: bigint, limit: number): Promise<SequencedRecord[]> {
     return this.db
       .select({
         sequenceId: events.sequenceId,
@@ -264,7 +226,7 @@ export class DrizzleEventStore implements EventStore, UserEventReader {
    * then merged: the cost follows the page, not the log or the other users' rows. The second side leaves out the
    * user's own rows (a transfer to oneself, which the API refuses anyway, would otherwise come twice).
    */
-  async readConcerning(userId: bigint, after: bigint, limit: number): Promise<EventRecord[]> {
+  async readConcerning(userId: bigint, after: bigint, limit: number): Promise<SequencedRecord[]> {
     const user = userId.toString();
     const from = after.toString();
     const side = (column: SQL, also: SQL) => sql`(
@@ -291,7 +253,7 @@ export class DrizzleEventStore implements EventStore, UserEventReader {
     }));
   }
 
-  async find(by: EventKey): Promise<EventRecord | null> {
+  async find(by: EventKey): Promise<SequencedRecord | null> {
     const rows = await this.db
       .select({
         sequenceId: events.sequenceId,

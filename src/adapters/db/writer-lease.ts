@@ -23,12 +23,14 @@
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
-import { sleep } from "../../app/backoff.ts";
+import { backoffDelay } from "../../app/backoff.ts";
+import type { WriterLease } from "../../app/ports.ts";
+import { sleep } from "../../app/sleep.ts";
 import type { WriterReading } from "../../app/status.ts";
 import type { Logger } from "../../logger.ts";
 import { type Db, rowsOf } from "./client.ts";
-import type { WriteFence } from "./event-store.ts";
 import * as schema from "./schema.ts";
+import type { WriteFence } from "./write-fence.ts";
 
 /** The two-int advisory lock key: "SQ" and 1. Shows in pg_locks as classid/objid with objsubid = 2. */
 const LOCK_CLASS = 0x5351;
@@ -40,25 +42,17 @@ export class LeadershipLostError extends Error {
   override readonly name = "LeadershipLostError";
 }
 
-export interface WriterLease {
-  /** Waits (as a standby) until this process is the single writer. False if the signal aborted first. */
-  acquire(signal: AbortSignal): Promise<boolean>;
-  /** The database handle every sequencer write must use, and the fence to run inside each write. */
+/**
+ * The writer lease as composition sees it (src/service.ts): the app's port, plus the session the sequencer's event
+ * store must write on and the fence each of its writes runs. The use cases never see these two.
+ */
+export interface DatabaseWriterLease extends WriterLease {
+  /** The database handle every sequencer write must use: a new one after the lease was lost and taken again. */
   readonly db: Db;
+  /** The check each write statement runs (undefined: nothing to check, as with the embedded database). */
   readonly fence: WriteFence | undefined;
-  /** Aborts when the lease is lost; a fresh signal after each acquire. */
-  readonly lost: AbortSignal;
+  /** Holds the lease now (as far as this process knows). */
   isHeld(): boolean;
-  /**
-   * The sequencing loop's sign of progress. The lease is renewed only while this keeps being called: a loop that
-   * stops (stuck, frozen) lets the lease run out and a standby take over.
-   */
-  alive(): void;
-  /** Who writes, as last seen: for readiness ("holds the writer lease, term 7" / "standby; …"). */
-  describe(): string;
-  /** Gives the lease up (another process may take it); acquire may be called again. */
-  release(): Promise<void>;
-  close(): Promise<void>;
 }
 
 export type WriterLeaseOptions = {
@@ -97,7 +91,7 @@ type Holder = {
   silentMs: number | null;
 };
 
-export class PostgresWriterLease implements WriterLease {
+export class PostgresWriterLease implements DatabaseWriterLease {
   /** The writer session: the lock, and every write of this term. */
   private client!: postgres.Sql;
   private current!: Db;
@@ -220,7 +214,7 @@ export class PostgresWriterLease implements WriterLease {
       } catch (error) {
         this.dropSession(); // a fresh client: postgres.js keeps growing its own reconnect backoff
         this.log.warn("writer lock: database unavailable; retrying", { error });
-        await sleep(Math.min(5_000, 250 * 2 ** Math.min(attempt, 5)), signal);
+        await sleep(backoffDelay(attempt, 250, 5_000), signal);
       }
     }
     return false;
@@ -382,7 +376,7 @@ export class PostgresWriterLease implements WriterLease {
 }
 
 /** PGlite: one process owns the database directory, so it is always the single writer. */
-export class InProcessWriterLease implements WriterLease {
+export class InProcessWriterLease implements DatabaseWriterLease {
   readonly fence = undefined;
   readonly lost = new AbortController().signal;
   private held = false;

@@ -5,10 +5,9 @@
 import { Elysia } from "elysia";
 import type { TokenService } from "../../app/auth.ts";
 import type { IntakeService } from "../../app/intake.ts";
+import type { EventStore, IntakeLookup, UserEventReader } from "../../app/ports.ts";
 import type { Logger } from "../../logger.ts";
-import type { EventStore, UserEventReader } from "../db/event-store.ts";
 import type { Metrics } from "../metrics.ts";
-import type { IntakeLookup } from "../nats/intake-lookup.ts";
 import { SecurityAudit } from "./audit.ts";
 import { errorMapping, errorResponse, HttpError } from "./errors.ts";
 import { eventsModule } from "./events.ts";

@@ -87,9 +87,10 @@ export function errorMapping(log: Logger, observe?: AnswerObserver) {
       if (error instanceof ConflictError)
         return errorResponse(409, "CONFLICT", error.message, "Idempotency-Key");
       if (error instanceof IdempotencyRecordRejected) {
-        // A planted or corrupted record (issue 12): logged once, here, as a security event. Only the fixed
-        // problem name and the stored event's type are logged, never the record. 409: the key is in a state
-        // that contradicts the request, retrying with it cannot succeed, and a new key can.
+        // A record planted in the bucket by someone other than this service, or corrupted: logged once, here, as
+        // a security event. Only the fixed problem name and the stored event's type are logged, never the record.
+        // 409: the key is in a state that contradicts the request, retrying with it cannot succeed, and a new
+        // key can.
         log.warn("idempotency record rejected", {
           security: true,
           userId: error.userId,

@@ -11,10 +11,9 @@
 import { Elysia, t } from "elysia";
 import type { Principal, TokenService } from "../../app/auth.ts";
 import { ForbiddenError, NotFoundError, UnavailableError } from "../../app/errors.ts";
+import type { EventStore, IntakeLookup, UserEventReader } from "../../app/ports.ts";
 import { partiesOfJson } from "../../domain/events.ts";
 import { parsePositiveId } from "../../domain/ids.ts";
-import type { EventStore, UserEventReader } from "../db/event-store.ts";
-import type { IntakeLookup } from "../nats/intake-lookup.ts";
 import { type AuthenticationGuard, authentication } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { documented, schemaRef } from "./openapi-responses.ts";

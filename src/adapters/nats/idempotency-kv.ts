@@ -4,7 +4,8 @@
  */
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
-import type { IdempotencyRecord, IdempotencyStore } from "../../app/idempotency.ts";
+import type { IdempotencyRecord, IdempotencyStore } from "../../app/ports.ts";
+import { isKeyTaken } from "./kv-conflict.ts";
 
 export const IDEMPOTENCY_BUCKET = "IDEMPOTENCY";
 
@@ -28,8 +29,7 @@ export class KvIdempotencyStore implements IdempotencyStore {
       await this.kv.create(key, JSON.stringify(record));
       return true;
     } catch (error) {
-      // The server refuses a create on an existing key with "wrong last sequence"; anything else is real.
-      if (error instanceof Error && /wrong last sequence|key exists/i.test(error.message)) return false;
+      if (isKeyTaken(error)) return false; // anything else is a real failure
       throw error;
     }
   }

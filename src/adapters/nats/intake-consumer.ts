@@ -6,25 +6,8 @@
  * Memory is bounded by the consumer's max_ack_pending: the server delivers no more unacked messages than that.
  */
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { IntakeMessage, IntakeSource } from "../../app/ports.ts";
 import { INTAKE_STREAM, SEQUENCER_CONSUMER } from "./topology.ts";
-
-/** The part of a JetStream message the sequencer uses (JsMsg satisfies it as is). */
-export type IntakeMessage = {
-  readonly seq: number;
-  readonly subject: string;
-  readonly data: Uint8Array;
-  ack(): void;
-  working(): void;
-};
-
-export interface IntakeSource {
-  /**
-   * Waits up to waitMs for at least one message, then returns up to `max` buffered messages, oldest first.
-   * With waitMs ≤ 0 it only takes what is buffered (possibly nothing) and does not wait at all.
-   */
-  next(max: number, waitMs: number): Promise<IntakeMessage[]>;
-  close(): Promise<void>;
-}
 
 export class JetStreamIntakeSource implements IntakeSource {
   private buffer: JsMsg[] = [];

@@ -9,19 +9,9 @@
  * but the sequencer's).
  */
 import type { JetStreamManager, MsgRequest } from "@nats-io/jetstream";
+import type { IntakeLookup, PendingAnswer } from "../../app/ports.ts";
 import { partiesOfJson } from "../../domain/events.ts";
 import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
-
-/** Pending: on the intake stream, concerning these users (decimal ids). */
-export type PendingAnswer =
-  | { state: "pending"; parties: string[] }
-  | { state: "absent" }
-  | { state: "unknown" };
-
-export interface IntakeLookup {
-  /** "unknown" when more messages wait than the scan bound allows: the caller cannot say "absent". */
-  find(referenceId: bigint): Promise<PendingAnswer>;
-}
 
 const ABSENT: PendingAnswer = { state: "absent" };
 

@@ -8,12 +8,9 @@
 import { setImmediate } from "node:timers";
 import { JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
 import { IntakeFullError } from "../../app/errors.ts";
+import type { IntakePublisher } from "../../app/ports.ts";
 import { encodeIntakeEvent, type IntakeEvent, subjectToken } from "../../domain/events.ts";
 import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
-
-export interface IntakePublisher {
-  publish(event: IntakeEvent): Promise<void>;
-}
 
 export class NotConnectedError extends Error {
   override readonly name = "NotConnectedError";
@@ -29,6 +26,8 @@ export function storeFullReason(error: unknown): string | null {
   if (error.code === INSUFFICIENT_RESOURCES) {
     return "the broker's JetStream store is full (insufficient resources)";
   }
+  // 10077 covers every failure of the stream's store and carries the store's own text; no narrower code exists,
+  // so only that text tells a full stream from another store failure.
   if (error.code === STORE_FAILED && /maximum (bytes|messages) exceeded/.test(error.message)) {
     return `the intake stream ${INTAKE_STREAM} is full (${error.message}; INTAKE_MAX_BYTES)`;
   }

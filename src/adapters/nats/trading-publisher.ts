@@ -17,10 +17,9 @@
  */
 import { type JetStreamClient, type JetStreamManager, PubHeaders } from "@nats-io/jetstream";
 import { type Match, type MsgHdrs, MsgHdrsImpl, type NatsConnection } from "@nats-io/transport-node";
+import { TradingMismatchError } from "../../app/errors.ts";
+import type { SequencedRecord, TradingLog } from "../../app/ports.ts";
 import { TRADING_STREAM, TRADING_SUBJECT_PREFIX } from "./topology.ts";
-
-/** An event as TRADING carries it: its position, the type that picks the subject, the body, its digest (hex). */
-export type TradingRecord = { sequenceId: bigint; type: string; payload: string; digest: string };
 
 /**
  * How much of an event's digest its TRADING msg id carries: the first 32 hex characters (128 bits). A forger would
@@ -35,7 +34,7 @@ export function msgIdDigest(digest: string): string {
 }
 
 /** The msg id of an event on TRADING: `<sequenceId>:<the first 32 hex characters of its digest>`. */
-export function tradingMsgId(record: Pick<TradingRecord, "sequenceId" | "digest">): string {
+export function tradingMsgId(record: Pick<SequencedRecord, "sequenceId" | "digest">): string {
   return `${record.sequenceId}:${msgIdDigest(record.digest)}`;
 }
 
@@ -54,35 +53,8 @@ export function msgIdOf(message: Pick<TradingMessage, "header">): string {
   return message.header?.get(PubHeaders.MsgIdHdr) ?? "";
 }
 
-export interface TradingLog {
-  /** The position of the last message on TRADING (0 when empty). */
-  lastSequence(): Promise<bigint>;
-  /** Publishes contiguous records in order; resolves once every one is confirmed at its own position. */
-  append(records: readonly TradingRecord[]): Promise<void>;
-  /**
-   * Reads the message at record.sequenceId and resolves if it is this record (subject, bytes, msg id digest), or
-   * if TRADING's retention limits already removed it (below the stream's first sequence); throws
-   * TradingMismatchError if it is not this record, or if there is none at or above the first sequence.
-   */
-  verify(record: TradingRecord): Promise<void>;
-}
-
 export class TradingPositionError extends Error {
   override readonly name = "TradingPositionError";
-}
-
-/**
- * TRADING holds, at `sequenceId`, a message that is not the log's event there (or one past the log's head): the
- * published history differs from the stored one. Never retried: the sequencer stops writing and says so.
- */
-export class TradingMismatchError extends Error {
-  override readonly name = "TradingMismatchError";
-  constructor(
-    readonly sequenceId: bigint,
-    readonly reason: string,
-  ) {
-    super(`TRADING does not match the log at sequenceId ${sequenceId}: ${reason}`);
-  }
 }
 
 /** A message as read back from TRADING. */
@@ -102,7 +74,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * message with the log's exact bytes and subject and a msg id that is just the sequenceId was published before
  * the digest chain existed (an upgraded deployment): its content is the log's, so it matches.
  */
-export function tradingDifference(message: TradingMessage, record: TradingRecord): string | null {
+export function tradingDifference(message: TradingMessage, record: SequencedRecord): string | null {
   if (!sameBytes(message.data, encoder.encode(record.payload)))
     return "the message body differs from the log's";
   if (message.subject !== subjectOf(record)) {
@@ -146,12 +118,12 @@ export class JetStreamTradingLog implements TradingLog {
    * server knows the last msg id only within the duplicate window, so that would refuse good publishes (a forged
    * message before the batch refuses the batch anyway, and recovery checks TRADING's tail).
    */
-  async append(records: readonly TradingRecord[]): Promise<void> {
+  async append(records: readonly SequencedRecord[]): Promise<void> {
     const last = records[records.length - 1];
     if (!last) return;
     let previousMsgId: string | undefined;
     for (let i = 0; i < records.length - 1; i++) {
-      const record = records[i] as TradingRecord;
+      const record = records[i] as SequencedRecord;
       const msgId = tradingMsgId(record);
       this.nc.publish(subjectOf(record), record.payload, {
         headers: tradingHeaders(record, msgId, previousMsgId),
@@ -176,7 +148,7 @@ export class JetStreamTradingLog implements TradingLog {
    * A message absent below TRADING's first sequence was removed by its retention limits (TRADING_MAX_AGE,
    * TRADING_MAX_BYTES): there is nothing to compare, and that is no mismatch. Absent at or above it is one.
    */
-  async verify(record: TradingRecord): Promise<void> {
+  async verify(record: SequencedRecord): Promise<void> {
     const stored = await this.jsm.streams.getMessage(TRADING_STREAM, { seq: Number(record.sequenceId) });
     if (!stored) {
       const { state } = await this.jsm.streams.info(TRADING_STREAM);
@@ -197,7 +169,7 @@ export class JetStreamTradingLog implements TradingLog {
  * be the same bytes).
  */
 export function tradingHeaders(
-  record: Pick<TradingRecord, "sequenceId">,
+  record: Pick<SequencedRecord, "sequenceId">,
   msgId: string,
   previousMsgId: string | undefined,
 ): MsgHdrsImpl {
@@ -244,6 +216,6 @@ class EncodedHeaders extends MsgHdrsImpl {
   }
 }
 
-export function subjectOf(record: Pick<TradingRecord, "type">): string {
+export function subjectOf(record: Pick<SequencedRecord, "type">): string {
   return `${TRADING_SUBJECT_PREFIX}.${record.type.toLowerCase()}`;
 }

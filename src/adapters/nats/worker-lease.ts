@@ -10,6 +10,7 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { MAX_WORKER_ID } from "../../domain/ids.ts";
 import type { Logger } from "../../logger.ts";
+import { isKeyTaken } from "./kv-conflict.ts";
 
 export const WORKERS_BUCKET = "WORKERS";
 /** How long a worker id lease lives unless refreshed (the WORKERS bucket's TTL). */
@@ -53,7 +54,8 @@ export class WorkerLease {
         lease.timer = setInterval(() => void lease.refresh(), Math.max(200, Math.floor(options.ttlMs / 3)));
         return lease;
       } catch (error) {
-        if (!(error instanceof Error && /wrong last sequence|key exists/i.test(error.message))) throw error;
+        // An id taken by a live process: try the next one. Anything else is a real failure.
+        if (!isKeyTaken(error)) throw error;
       }
     }
     throw new WorkerIdTakenError(

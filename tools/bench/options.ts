@@ -1,0 +1,148 @@
+/**
+ * The bench's command-line options (`npm run bench -- …`), with the documented defaults (docs/performance.md) and the `--quick` (CI)
+ * sizes.
+ */
+import { parseArgs } from "node:util";
+import type { GeneratorKind } from "./loadgen/index.ts";
+
+/** The phases of a default run. */
+export const PHASES = ["ingest", "raw", "drain", "e2e"] as const;
+/** Phases run only when named in --only: the soak takes ten minutes by default. */
+export const OPTIONAL_PHASES = ["soak"] as const;
+export type Phase = (typeof PHASES)[number] | (typeof OPTIONAL_PHASES)[number];
+const ALL_PHASES: readonly Phase[] = [...PHASES, ...OPTIONAL_PHASES];
+
+export type BenchOptions = {
+  quick: boolean;
+  /** Where to write the JSON; default bench/results/<timestamp>.json. */
+  jsonPath: string | undefined;
+  generator: GeneratorKind | undefined;
+  concurrency: number;
+  warmupMs: number;
+  durationMs: number;
+  rawMessages: number;
+  rawInFlight: number;
+  drainEvents: number;
+  e2eRate: number;
+  e2eWarmupMs: number;
+  e2eDurationMs: number;
+  /** Soak: how long the open-loop load runs (fractional minutes allowed, for smoke runs). */
+  soakMinutes: number;
+  /** Soak: one table row (RSS samples, latency percentiles) per this many ms; 60 000 = per minute. */
+  soakIntervalMs: number;
+  /** Soak: offered req/s; undefined = half the sustained capacity measured at the start of the phase. */
+  soakRate: number | undefined;
+  /** Soak: the capacity measurement's closed-loop warm-up and measured window. */
+  soakCapacityWarmupMs: number;
+  soakCapacityMs: number;
+  /** Repeat every measurement this many times (interleaved) and report medians. */
+  runs: number;
+  /** Profile the sequencer (bun --cpu-prof) during one extra drain. */
+  profile: boolean;
+  phases: Set<Phase>;
+  /** Allow deleting SEQUENCE/TRADING on a NATS_URL server that holds messages. */
+  force: boolean;
+  /** Start the local PostgreSQL with the tests' settings (fsync, synchronous_commit, full_page_writes off). */
+  pgFast: boolean;
+  /** Before each measurement, wait (up to 2 min) for a second with the machine below this % busy; 0 = don't. */
+  quietBelowPct: number;
+  /** Extra environment for the service children (experiments: SEQUENCER_BATCH_SIZE=5000, …). */
+  serviceEnv: Record<string, string>;
+  /** Extra bun flags for the service children (experiments: --smol). */
+  serviceBunFlags: string[];
+};
+
+export const BENCH_USAGE = `usage: npm run bench -- [--quick] [--json <path>] [--runs <n>] [--generator wrk|bun]
+                        [--concurrency <n>] [--duration <s>] [--warmup <s>] [--drain-events <n>]
+                        [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
+                        [--only ingest,raw,drain,e2e,soak] [--soak-minutes <n>] [--soak-rate <req/s>]
+                        [--soak-interval <s>] [--profile] [--pg-fast] [--quiet-below <% busy>]
+                        [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]
+       (npm run bench = bun tools/bench/index.ts)`;
+
+/** What the bench does, under its usage in `--help`. */
+export const BENCH_SUMMARY =
+  "measures the service against its baselines in one run (every option: docs/performance.md)";
+
+export class BenchUsageError extends Error {}
+
+function positive(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new BenchUsageError(`${name} must be a positive number`);
+  return value;
+}
+
+export function parseBenchOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      json: { type: "string" },
+      generator: { type: "string" },
+      concurrency: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      "raw-messages": { type: "string" },
+      "drain-events": { type: "string" },
+      "e2e-rate": { type: "string" },
+      "e2e-duration": { type: "string" },
+      "soak-minutes": { type: "string" },
+      "soak-rate": { type: "string" },
+      "soak-interval": { type: "string" },
+      runs: { type: "string" },
+      only: { type: "string" },
+      profile: { type: "boolean", default: false },
+      force: { type: "boolean", default: false },
+      "pg-fast": { type: "boolean", default: false },
+      "quiet-below": { type: "string" },
+      "service-env": { type: "string", multiple: true },
+      "service-bun-flag": { type: "string", multiple: true },
+    },
+  });
+  const quick = values.quick ?? false;
+  if (values.generator !== undefined && values.generator !== "wrk" && values.generator !== "bun") {
+    throw new BenchUsageError("--generator must be wrk or bun");
+  }
+  const phases = new Set<Phase>();
+  for (const name of (values.only ?? PHASES.join(",")).split(",")) {
+    if (!ALL_PHASES.includes(name as Phase)) throw new BenchUsageError(`--only: unknown phase ${name}`);
+    phases.add(name as Phase);
+  }
+  const serviceEnv: Record<string, string> = {};
+  for (const pair of values["service-env"] ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) throw new BenchUsageError("--service-env takes KEY=VALUE");
+    serviceEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const seconds = (name: string, raw: string | undefined, fallback: number) =>
+    Math.round(positive(name, raw, fallback) * 1000);
+  return {
+    quick,
+    jsonPath: values.json,
+    generator: values.generator as GeneratorKind | undefined,
+    concurrency: Math.round(positive("--concurrency", values.concurrency, 64)),
+    warmupMs: seconds("--warmup", values.warmup, quick ? 1 : 3),
+    durationMs: seconds("--duration", values.duration, quick ? 1 : 10),
+    rawMessages: Math.round(positive("--raw-messages", values["raw-messages"], quick ? 10_000 : 200_000)),
+    rawInFlight: 2_000,
+    drainEvents: Math.round(positive("--drain-events", values["drain-events"], quick ? 5_000 : 200_000)),
+    e2eRate: positive("--e2e-rate", values["e2e-rate"], quick ? 500 : 5_000),
+    e2eWarmupMs: quick ? 500 : 3_000,
+    e2eDurationMs: seconds("--e2e-duration", values["e2e-duration"], quick ? 2 : 20),
+    soakMinutes: positive("--soak-minutes", values["soak-minutes"], quick ? 0.25 : 10),
+    soakIntervalMs: seconds("--soak-interval", values["soak-interval"], quick ? 3 : 60),
+    soakRate: values["soak-rate"] === undefined ? undefined : positive("--soak-rate", values["soak-rate"], 0),
+    soakCapacityWarmupMs: quick ? 1_000 : 3_000,
+    soakCapacityMs: quick ? 3_000 : 20_000,
+    runs: Math.round(positive("--runs", values.runs, 1)),
+    profile: values.profile ?? false,
+    phases,
+    force: values.force ?? false,
+    pgFast: values["pg-fast"] ?? false,
+    serviceEnv,
+    serviceBunFlags: values["service-bun-flag"] ?? [],
+    quietBelowPct:
+      values["quiet-below"] === "0" ? 0 : positive("--quiet-below", values["quiet-below"], quick ? 0 : 30),
+  };
+}
