@@ -20,8 +20,11 @@ export type SequencerReading = {
   redelivered: number;
 };
 
-/** The writer_lease row: who writes, cluster-wide, whichever process looks. */
-export type WriterReading = { holder: string; term: bigint; live: boolean };
+/**
+ * The writer_lease row: who writes, cluster-wide, whichever process looks; and every sequencer process connected
+ * to the database (leader and standbys, by holder name), oldest first.
+ */
+export type WriterReading = { holder: string; term: bigint; live: boolean; sequencers: string[] };
 
 export type IntakeReading = {
   /** On SEQUENCE, not yet delivered to the sequencer. */
@@ -84,7 +87,8 @@ export type StatusSnapshot = {
   /** This process's sequencer_redelivered_total; null when it runs no sequencer. */
   redelivered: number | null;
   process: { role: "leader" | "standby" | "api"; lease: string | null };
-  writer: { holder: string; term: string; live: boolean } | null;
+  /** `standbys`: the sequencers connected that are not the holder. */
+  writer: { holder: string; term: string; live: boolean; standbys: string[] } | null;
   lastError: { message: string; since: string; lastSeen: string; current: boolean } | null;
   checks: Record<string, CheckResult>;
   history: { seconds: number; points: HistoryPoint[] };
@@ -189,7 +193,14 @@ export class StatusTracker {
       process: sequencer
         ? { role: sequencer.leader ? "leader" : "standby", lease: sequencer.lease }
         : { role: "api", lease: null },
-      writer: writer ? { holder: writer.holder, term: writer.term.toString(), live: writer.live } : null,
+      writer: writer
+        ? {
+            holder: writer.holder,
+            term: writer.term.toString(),
+            live: writer.live,
+            standbys: writer.sequencers.filter((name) => name !== writer.holder),
+          }
+        : null,
       lastError: error
         ? {
             message: error.message,

@@ -14,7 +14,7 @@ function probes(overrides: Partial<StatusProbes> = {}): StatusProbes {
     intake: async () => ({ pending: 3, ackPending: 2, redeliveredUnacked: 1, stored: 40 }),
     databaseHead: async () => 35n,
     tradingHead: async () => 35n,
-    writer: async () => ({ holder: "host-a:7", term: 4n, live: true }),
+    writer: async () => ({ holder: "host-a:7", term: 4n, live: true, sequencers: ["host-a:7", "host-b:9"] }),
     readiness: async () => ({ nats: { ok: true }, database: { ok: true } }),
     ...overrides,
   };
@@ -73,7 +73,7 @@ describe("GET /status.json", () => {
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(body.intake).toEqual({ pending: 3, ackPending: 2, redeliveredUnacked: 1, stored: 40, lag: 5 });
     expect(body.heads).toEqual({ database: "35", trading: "35", tradingBehind: "0" });
-    expect(body.writer).toEqual({ holder: "host-a:7", term: "4", live: true });
+    expect(body.writer).toEqual({ holder: "host-a:7", term: "4", live: true, standbys: ["host-b:9"] });
     expect(body.process).toEqual({ role: "api", lease: null });
     expect(body.checks).toEqual({ nats: { ok: true }, database: { ok: true } });
   });

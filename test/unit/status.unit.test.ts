@@ -189,13 +189,15 @@ describe("process, writer and last error", () => {
     expect(role(null)).toEqual({ role: "api", lease: null });
   });
 
-  test("the writer row with its term as a decimal string", () => {
+  test("the writer row with its term as a decimal string, and the other connected sequencers as standbys", () => {
     const tracker = new StatusTracker();
-    tracker.record(reading(0, { writer: { holder: "host-a:42", term: 2n ** 62n, live: false } }));
+    const sequencers = ["host-b:7", "host-a:42", "host-c:9"];
+    tracker.record(reading(0, { writer: { holder: "host-a:42", term: 2n ** 62n, live: false, sequencers } }));
     expect(tracker.snapshot(T0).writer).toEqual({
       holder: "host-a:42",
       term: (2n ** 62n).toString(),
       live: false,
+      standbys: ["host-b:7", "host-c:9"],
     });
   });
 

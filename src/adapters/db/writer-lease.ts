@@ -132,7 +132,8 @@ export class PostgresWriterLease implements DatabaseWriterLease {
       connect_timeout: 3,
       onnotice: () => {},
       connection: {
-        application_name: "sequencer-lease",
+        // Carries the holder's name: the status page lists every sequencer standing by from these sessions.
+        application_name: monitorApplicationName(this.options.holder),
         statement_timeout: Math.max(1_000, Math.floor(this.options.ttlMs / 2)),
       },
     });
@@ -420,5 +421,22 @@ export async function readWriterLease(db: Db): Promise<WriterReading | null> {
     })
     .from(schema.writerLease)
     .limit(1);
-  return rows[0] ?? null;
+  const row = rows[0];
+  if (!row) return null;
+  // Every sequencer process keeps one lease monitor session open while it runs, leader or standby. Sessions of
+  // another database role show no application_name here, which is one more reason every sequencer must connect
+  // as the same role (the takeover needs it already).
+  const sessions = rowsOf<{ name: string }>(
+    await db.execute(sql`select application_name as name from pg_stat_activity
+      where application_name like ${`${MONITOR_PREFIX}%`} order by backend_start, pid`),
+  );
+  return { ...row, sequencers: sessions.map((s) => s.name.slice(MONITOR_PREFIX.length)) };
+}
+
+/** The lease monitor sessions' application_name: this prefix, then the holder (host:pid). */
+const MONITOR_PREFIX = "sequencer-lease ";
+
+/** PostgreSQL keeps at most 63 bytes of an application_name; a longer holder is cut (the page shows what is left). */
+function monitorApplicationName(holder: string): string {
+  return `${MONITOR_PREFIX}${holder}`.slice(0, 63);
 }

@@ -101,6 +101,7 @@ const BODY = `
       <dt>writer</dt><dd id="writer">–</dd>
       <dt>term</dt><dd id="writer-term">–</dd>
       <dt>lease</dt><dd id="writer-live">–</dd>
+      <dt>standbys</dt><dd id="standbys">–</dd>
     </dl>
   </section>
   <section class="wide">
@@ -179,6 +180,7 @@ const SCRIPT = `
     show("writer", s.writer && s.writer.holder);
     show("writer-term", s.writer && s.writer.term);
     show("writer-live", s.writer ? (s.writer.live ? "live" : "expired") : null);
+    show("standbys", s.writer && (s.writer.standbys.length > 0 ? s.writer.standbys.join(", ") : "none connected"));
     if (s.lastError) {
       show("last-error", s.lastError.message);
       show("last-error-when", (s.lastError.current ? "current, since " : "cleared; seen from ") + time(s.lastError.since) +
