@@ -3,7 +3,7 @@
  * rest by the same decoder the sequencer applies to intake (src/domain/events.ts), so a reader accepts exactly the
  * events the sequencer could have published, with ids as bigint.
  */
-import { decodeIntakeEvent, type SequencedEvent } from "../domain/events.ts";
+import { decodeIntakeFields, type SequencedEvent } from "../domain/events.ts";
 import { parsePositiveId } from "../domain/ids.ts";
 
 export type DecodedTradingEvent = { ok: true; event: SequencedEvent } | { ok: false; reason: string };
@@ -39,7 +39,7 @@ export function decodeTradingEvent(payload: string): DecodedTradingEvent {
     return { ok: false, reason: "previousId must be a non-negative 64-bit decimal string" };
   if (!isInstant(sequencedAt)) return { ok: false, reason: "sequencedAt must be an ISO-8601 UTC instant" };
   if ("idempotencyKey" in intake) return { ok: false, reason: "unexpected field idempotencyKey" };
-  const decoded = decodeIntakeEvent(JSON.stringify(intake));
+  const decoded = decodeIntakeFields(intake);
   if (!decoded.ok) return decoded;
   return { ok: true, event: { ...decoded.event, sequenceId, previousId, sequencedAt } };
 }

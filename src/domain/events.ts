@@ -232,7 +232,14 @@ export function decodeIntakeEvent(bytes: Uint8Array | string): DecodeResult {
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     return { ok: false, reason: "not a JSON object" };
-  const o = raw as Record<string, unknown>;
+  return decodeIntakeFields(raw as Record<string, unknown>);
+}
+
+/**
+ * decodeIntakeEvent's checks on an already parsed JSON object (a TRADING reader parses the body once, takes the
+ * sequencing fields off and checks the rest here, instead of encoding it again for decodeIntakeEvent).
+ */
+export function decodeIntakeFields(o: Record<string, unknown>): DecodeResult {
   if (!isEventType(o.type)) return { ok: false, reason: `unknown event type ${JSON.stringify(o.type)}` };
   const spec = EVENT_FIELDS[o.type];
   const allowed = ALLOWED_KEYS[o.type];

@@ -38,6 +38,9 @@ const FIGURES = [
   "e2e.achievedRps",
   "rss.apiMb",
   "rss.sequencerMb",
+  "replay.eventsPerSec",
+  "replay.raw.eventsPerSec",
+  "ratio.replayVsRaw",
 ];
 
 /** The two charts beside `jsonPath`, checked to be printed, written and SVG; returns their text. */
@@ -73,7 +76,7 @@ test("--help prints the bench's usage on stdout and exits 0; an unknown option i
   const help = await runProcess([process.execPath, BENCH, "--help"], { env });
   expect({ code: help.code, err: help.err }).toEqual({ code: 0, err: "" });
   expect(help.out).toStartWith("usage: npm run bench -- [--quick]");
-  expect(help.out).toContain("--only ingest,raw,drain,e2e,soak");
+  expect(help.out).toContain("--only ingest,raw,drain,e2e,replay,soak");
 
   const wrong = await runProcess([process.execPath, BENCH, "--no-such-option"], { env });
   expect(wrong.code).toBe(64);
@@ -96,6 +99,7 @@ test.skipIf(onPglite)(
       "raw JetStream publish",
       "drain events/s",
       "e2e p99 ms",
+      "replay events/s",
     ]) {
       expect(stdout).toContain(row);
     }
@@ -121,15 +125,23 @@ test.skipIf(onPglite)(
       }
     }
     for (const value of Object.values(json.figures)) expect(typeof value).toBe("number");
-    expect(json.targets.length).toBeGreaterThanOrEqual(7);
+    expect(json.targets.length).toBeGreaterThanOrEqual(9);
     expect(json.targets.every((t) => typeof t.met === "boolean")).toBe(true);
     expect(json.runs.length).toBe(1);
 
     // The charts: every phase's bars with its baselines, and the end-to-end run's latency per second.
     const { throughput, latency } = charts(stdout, jsonPath);
-    for (const label of ["the service (api)", "bare publish", "just-Postgres", "the sequencer", "naive loop"])
+    for (const label of [
+      "the service (api)",
+      "bare publish",
+      "just-Postgres",
+      "the sequencer",
+      "naive loop",
+      "sequencer replay",
+      "raw ordered consumer",
+    ])
       expect(throughput).toContain(`>${label}</text>`);
-    expect(throughput.match(/<rect class="bar" /g)?.length).toBe(7);
+    expect(throughput.match(/<rect class="bar" /g)?.length).toBe(9);
     expect(latency).toContain(">End to end at 500 req/s, per 1 s");
     expect(latency).toMatch(/<path class="series-p99" d="M[\d.]+ [\d.]+/);
   },
@@ -181,6 +193,29 @@ test.skipIf(onPglite)(
     expect(throughput).toContain(">no data</text>");
     expect(latency).toContain("Soak at ");
     expect(latency).toMatch(/<path class="series-p50" d="M[\d.]+ [\d.]+(L[\d.]+ [\d.]+){3}"/);
+  },
+  90_000,
+);
+
+test.skipIf(onPglite)(
+  "bench --only replay fills TRADING and reads it with replay and a raw ordered consumer (needs real PostgreSQL)",
+  async () => {
+    const jsonPath = join(dir, "replay.json");
+    const { stdout } = await bench(["--quick", "--only", "replay", "--replay-events", "2000"], jsonPath);
+    expect(stdout).toMatch(/^replay events\/s\s+[\d,]+\s+raw ordered consumer [\d,]+\s+[\d.]+×\s+≥ 0\.90×/m);
+    expect(stdout).not.toContain("drain events/s");
+    const json = JSON.parse(readFileSync(jsonPath, "utf8")) as {
+      figures: Record<string, number>;
+      runs: { replay: { events: number; ours: { events: number }; raw: { events: number } } }[];
+    };
+    for (const name of ["replay.eventsPerSec", "replay.raw.eventsPerSec", "ratio.replayVsRaw"])
+      expect(json.figures[name]).toBeGreaterThan(0);
+    // Both readers read every event the fill appended.
+    expect(json.runs[0]?.replay).toMatchObject({
+      events: 2000,
+      ours: { events: 2000 },
+      raw: { events: 2000 },
+    });
   },
   90_000,
 );

@@ -168,6 +168,17 @@ export function throughputGroups(source: ChartSource): BarGroup[] {
       ],
       notes: ratioNotes(source, [["the sequencer ÷ naive loop", "ratio.drainVsNaive", "drain ÷ naive loop"]]),
     },
+    {
+      title: "Replay: TRADING → stdout, from sequenceId 1",
+      unit: "events/s",
+      bars: [
+        ...bar("sequencer replay", "replay.eventsPerSec", false),
+        ...bar("raw ordered consumer", "replay.raw.eventsPerSec", true),
+      ],
+      notes: ratioNotes(source, [
+        ["replay ÷ raw ordered consumer", "ratio.replayVsRaw", "replay ÷ raw ordered consumer"],
+      ]),
+    },
   ];
   return groups.filter((g): g is BarGroup => g !== undefined && g.bars.length > 0);
 }

@@ -40,6 +40,7 @@ import {
 import { killAll } from "./processes.ts";
 import { formatProfile } from "./profile.ts";
 import { Progress } from "./progress.ts";
+import { measureReplay, profileReplay, type ReplayResult } from "./replay.ts";
 import { type RunResult, renderSoak, renderTable, summarize } from "./report.ts";
 import { measureSoak, type SoakResult } from "./soak.ts";
 
@@ -100,6 +101,12 @@ function drainNote(name: string, r: DrainResult): string {
   return `drain ${name}: ${fmt(r.events)} events in ${r.seconds.toFixed(2)} s = ${fmt(r.eventsPerSec)} events/s (start-up ${r.startupS.toFixed(2)} s); RSS ${r.rssMb.toFixed(0)} MB; ${cpuLine(r.cpu.corePct, r.cpu.machineBusyPct)}${batchNote(r.batches)}`;
 }
 
+function replayNote(r: ReplayResult): string {
+  const reader = (name: string, x: ReplayResult["ours"]) =>
+    `${name} ${fmt(x.eventsPerSec)} events/s (${x.seconds.toFixed(2)} s, RSS ${x.rssMb.toFixed(0)} MB; ${cpuLine(x.cpu.corePct, x.cpu.machineBusyPct)})`;
+  return `replay of ${fmt(r.events)} events (TRADING filled in ${r.fillS.toFixed(1)} s): ${reader("replay", r.ours)}; ${reader("raw ordered consumer", r.raw)}; ratio ${(r.ours.eventsPerSec / r.raw.eventsPerSec).toFixed(2)}×`;
+}
+
 export async function runBench(argv: string[]): Promise<void> {
   // Help is an answer, not an error: on stdout, exit 0.
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -139,10 +146,18 @@ async function bench(opts: BenchOptions): Promise<void> {
     (opts.phases.has("ingest") ? 3 : 0) +
     (opts.phases.has("raw") ? 2 : 0) +
     (opts.phases.has("drain") ? 2 : 0) +
-    (opts.phases.has("e2e") ? 1 : 0);
+    (opts.phases.has("e2e") ? 1 : 0) +
+    (opts.phases.has("replay") ? 1 : 0);
   // The soak runs once, after the repeated phases: a capacity step (unless --soak-rate) and the soak itself.
   const soakSteps = opts.phases.has("soak") ? (opts.soakRate === undefined ? 2 : 1) : 0;
-  const progress = new Progress(1 + opts.runs * phaseSteps + soakSteps + (opts.profile ? 2 : 0));
+  const progress = new Progress(
+    1 +
+      opts.runs * phaseSteps +
+      soakSteps +
+      (opts.profile
+        ? (opts.phases.has("replay") ? 1 : 0) + (opts.phases.size === 1 && opts.phases.has("replay") ? 0 : 2)
+        : 0),
+  );
   progress.step("starting nats-server and PostgreSQL");
 
   const nats: NatsServerHandle | undefined = process.env.NATS_URL ? undefined : await startNats();
@@ -218,7 +233,11 @@ async function bench(opts: BenchOptions): Promise<void> {
   process.stderr.write(`${header.join("\n")}\n`);
 
   const runs: RunResult[] = [];
-  const profiles: { api?: IngestResult["profile"]; sequencer?: DrainResult["profile"] } = {};
+  const profiles: {
+    api?: IngestResult["profile"];
+    sequencer?: DrainResult["profile"];
+    replay?: DrainResult["profile"];
+  } = {};
   let soak: SoakResult | undefined;
   try {
     for (let run = 1; run <= opts.runs; run++) {
@@ -264,6 +283,14 @@ async function bench(opts: BenchOptions): Promise<void> {
         );
         result.e2e = e2e;
       }
+      if (opts.phases.has("replay")) {
+        progress.step(
+          `replay: sequencer replay --after 0 and a raw ordered consumer, ${fmt(opts.replayEvents)} events${tag}`,
+        );
+        const replayed = await measureReplay(ctx);
+        progress.note(replayNote(replayed));
+        result.replay = replayed;
+      }
       runs.push(result);
     }
     if (opts.phases.has("soak")) {
@@ -276,14 +303,27 @@ async function bench(opts: BenchOptions): Promise<void> {
         mkdirSync(path, { recursive: true });
         return path;
       };
-      progress.step(`ingest profiled (bun --cpu-prof on the API), ${opts.concurrency} conns`);
-      const api = await measureIngest(ctx, "ours", dir("api"));
-      progress.note(ingestNote("ours, profiled", api));
-      profiles.api = api.profile;
-      progress.step(`drain profiled (bun --cpu-prof on the sequencer), ${fmt(opts.drainEvents)} events`);
-      const sequencer = await measureDrain(ctx, "ours", dir("sequencer"));
-      progress.note(drainNote("ours, profiled", sequencer));
-      profiles.sequencer = sequencer.profile;
+      if (opts.phases.has("replay")) {
+        progress.step(
+          `replay profiled (bun --cpu-prof on sequencer replay), ${fmt(opts.replayEvents)} events`,
+        );
+        const replayed = await profileReplay(ctx, dir("replay"));
+        progress.note(
+          `replay, profiled: ${fmt(replayed.eventsPerSec)} events/s (${replayed.seconds.toFixed(2)} s)`,
+        );
+        profiles.replay = replayed.profile;
+      }
+      // --only replay --profile profiles the replay alone.
+      if (!(opts.phases.size === 1 && opts.phases.has("replay"))) {
+        progress.step(`ingest profiled (bun --cpu-prof on the API), ${opts.concurrency} conns`);
+        const api = await measureIngest(ctx, "ours", dir("api"));
+        progress.note(ingestNote("ours, profiled", api));
+        profiles.api = api.profile;
+        progress.step(`drain profiled (bun --cpu-prof on the sequencer), ${fmt(opts.drainEvents)} events`);
+        const sequencer = await measureDrain(ctx, "ours", dir("sequencer"));
+        progress.note(drainNote("ours, profiled", sequencer));
+        profiles.sequencer = sequencer.profile;
+      }
     }
   } finally {
     await resetStreams(jsm).catch(() => {});

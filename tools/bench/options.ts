@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import type { GeneratorKind } from "./loadgen/index.ts";
 
 /** The phases of a default run. */
-export const PHASES = ["ingest", "raw", "drain", "e2e"] as const;
+export const PHASES = ["ingest", "raw", "drain", "e2e", "replay"] as const;
 /** Phases run only when named in --only: the soak takes ten minutes by default. */
 export const OPTIONAL_PHASES = ["soak"] as const;
 export type Phase = (typeof PHASES)[number] | (typeof OPTIONAL_PHASES)[number];
@@ -23,6 +23,8 @@ export type BenchOptions = {
   rawMessages: number;
   rawInFlight: number;
   drainEvents: number;
+  /** Replay: the events TRADING is filled with, read by `sequencer replay --after 0` and a raw ordered consumer. */
+  replayEvents: number;
   e2eRate: number;
   e2eWarmupMs: number;
   e2eDurationMs: number;
@@ -55,7 +57,7 @@ export type BenchOptions = {
 export const BENCH_USAGE = `usage: npm run bench -- [--quick] [--json <path>] [--runs <n>] [--generator wrk|bun]
                         [--concurrency <n>] [--duration <s>] [--warmup <s>] [--drain-events <n>]
                         [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
-                        [--only ingest,raw,drain,e2e,soak] [--soak-minutes <n>] [--soak-rate <req/s>]
+                        [--replay-events <n>] [--only ingest,raw,drain,e2e,replay,soak] [--soak-minutes <n>] [--soak-rate <req/s>]
                         [--soak-interval <s>] [--profile] [--pg-fast] [--quiet-below <% busy>]
                         [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]
        (npm run bench = bun tools/bench/index.ts)`;
@@ -85,6 +87,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       warmup: { type: "string" },
       "raw-messages": { type: "string" },
       "drain-events": { type: "string" },
+      "replay-events": { type: "string" },
       "e2e-rate": { type: "string" },
       "e2e-duration": { type: "string" },
       "soak-minutes": { type: "string" },
@@ -127,6 +130,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     rawMessages: Math.round(positive("--raw-messages", values["raw-messages"], quick ? 10_000 : 200_000)),
     rawInFlight: 2_000,
     drainEvents: Math.round(positive("--drain-events", values["drain-events"], quick ? 5_000 : 200_000)),
+    replayEvents: Math.round(positive("--replay-events", values["replay-events"], quick ? 5_000 : 1_000_000)),
     e2eRate: positive("--e2e-rate", values["e2e-rate"], quick ? 500 : 5_000),
     e2eWarmupMs: quick ? 500 : 3_000,
     e2eDurationMs: seconds("--e2e-duration", values["e2e-duration"], quick ? 2 : 20),

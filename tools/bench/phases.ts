@@ -74,14 +74,14 @@ export async function quiet(ctx: Ctx): Promise<Quiet> {
   return q;
 }
 
-function readProfile(profileDir: string): { file: string; top: ProfileEntry[] } {
+export function readProfile(profileDir: string): { file: string; top: ProfileEntry[] } {
   const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"));
   if (!file) throw new Error(`no .cpuprofile written in ${profileDir}`);
   return { file: join(profileDir, file), top: summarizeProfile(join(profileDir, file), 20) };
 }
 
 /** The service's own defaults (src/config.ts), so the children find the topology as they would create it. */
-const TOPOLOGY = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 };
+export const TOPOLOGY = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 };
 
 export const ORDER_BODY = JSON.stringify({ direction: "BUY", price: "100.5", quantity: "2" });
 

@@ -34,12 +34,14 @@ export function spawnChild(
   env: Record<string, string>,
   logDir: string,
   bunFlags: string[] = [],
+  /** "ignore": stdout to /dev/null (a child that writes more than a log should hold); stderr still logged. */
+  stdout: "log" | "ignore" = "log",
 ): Child {
   const logPath = join(logDir, `${String(++spawned).padStart(3, "0")}-${name}.log`);
   const fd = openSync(logPath, "a");
   const proc = Bun.spawn([process.execPath, ...bunFlags, ...argv], {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
-    stdout: fd,
+    stdout: stdout === "log" ? fd : "ignore",
     stderr: fd,
   });
   closeSync(fd);
@@ -64,6 +66,11 @@ export function spawnService(
     logDir,
     bunFlags,
   );
+}
+
+/** `sequencer replay --after 0` as a child process, stdout (one line per event) to /dev/null. */
+export function spawnReplay(env: Record<string, string>, logDir: string, bunFlags: string[] = []): Child {
+  return spawnChild("replay", [CLI, "replay", "--after", "0"], env, logDir, bunFlags, "ignore");
 }
 
 /** `sequencer provision` (the admin role creates the topology an authenticated broker's runtime roles may not). */

@@ -3,6 +3,7 @@
  * side-by-side figures drift less than absolute ones), the flat `figures` map, the performance targets, and the table.
  */
 import type { DrainResult, E2eResult, IngestResult, RawResult } from "./phases.ts";
+import type { ReplayResult } from "./replay.ts";
 import { clock, SOAK_GROWTH_LIMIT_PCT, type SoakResult } from "./soak.ts";
 import { median } from "./stats.ts";
 
@@ -11,6 +12,7 @@ export type RunResult = {
   raw?: { default: RawResult; noAsyncTraces: RawResult };
   drain?: { ours: DrainResult; naive: DrainResult };
   e2e?: E2eResult;
+  replay?: ReplayResult;
 };
 
 export type Target = { name: string; value: number; target: string; met: boolean };
@@ -59,6 +61,11 @@ export function summarize(runs: RunResult[], e2eRate: number): Summary {
     "e2e.achievedRps": med(runs, (r) => r.e2e?.achievedRps),
     "e2e.httpP99Ms": med(runs, (r) => r.e2e?.httpP99Ms),
     "e2e.answeredShare": med(runs, (r) => r.e2e && r.e2e.achievedRps / r.e2e.offeredRate),
+    "replay.eventsPerSec": med(runs, (r) => r.replay?.ours.eventsPerSec),
+    "replay.seconds": med(runs, (r) => r.replay?.ours.seconds),
+    "replay.events": med(runs, (r) => r.replay?.events),
+    "replay.raw.eventsPerSec": med(runs, (r) => r.replay?.raw.eventsPerSec),
+    "ratio.replayVsRaw": med(runs, (r) => r.replay && r.replay.ours.eventsPerSec / r.replay.raw.eventsPerSec),
     "rss.apiMb": max(runs.flatMap((r) => [r.ingest?.ours.rssMb, r.e2e?.rssMb.api])),
     "rss.sequencerMb": max(runs.flatMap((r) => [r.drain?.ours.rssMb, r.e2e?.rssMb.sequencer])),
   };
@@ -75,6 +82,9 @@ export function summarize(runs: RunResult[], e2eRate: number): Summary {
   add("ingest p99 (64 conns)", "ingest.ours.p99Ms", "≤ 20 ms", (v) => v <= 20);
   add("drain ÷ naive loop", "ratio.drainVsNaive", "≥ 1.9×", (v) => v >= 1.9);
   add(`end-to-end p99 @ ${e2eRate} req/s`, "e2e.p99Ms", "≤ 25 ms @ 5000 req/s", (v) => v <= 25);
+  add("replay ÷ raw ordered consumer", "ratio.replayVsRaw", "≥ 0.90×", (v) => v >= 0.9);
+  // 1M events in under 8 s is 125k events/s; judged on the rate, so a smaller --replay-events run is comparable.
+  add("replay events/s (1M < 8 s)", "replay.eventsPerSec", "≥ 125,000/s", (v) => v >= 125_000);
   add("peak RSS, API process", "rss.apiMb", "≤ 200 MB", (v) => v <= 200);
   add("peak RSS, sequencer process", "rss.sequencerMb", "≤ 200 MB", (v) => v <= 200);
   return { figures, targets };
@@ -154,6 +164,25 @@ export function renderTable(summary: Summary, header: string[], e2eRate: number,
       [`e2e p50 ms @ ${int(e2eRate)} req/s`, ms(f["e2e.p50Ms"]), load, "", ""],
       [`e2e p99 ms @ ${int(e2eRate)} req/s`, ms(f["e2e.p99Ms"]), "", "", verdict(summary, name)],
       [`e2e max ms @ ${int(e2eRate)} req/s`, ms(f["e2e.maxMs"]), "", "", ""],
+    );
+  }
+  if (f["replay.eventsPerSec"] !== undefined) {
+    const events = f["replay.events"] ?? 0;
+    rows.push(
+      [
+        "replay events/s",
+        int(f["replay.eventsPerSec"]),
+        `raw ordered consumer ${int(f["replay.raw.eventsPerSec"])}`,
+        ratio(f["ratio.replayVsRaw"]),
+        verdict(summary, "replay ÷ raw ordered consumer"),
+      ],
+      [
+        `replay s for ${int(events)} events`,
+        (f["replay.seconds"] ?? 0).toFixed(2),
+        `1M at this rate: ${(1_000_000 / (f["replay.eventsPerSec"] ?? 1)).toFixed(2)} s`,
+        "",
+        verdict(summary, "replay events/s (1M < 8 s)"),
+      ],
     );
   }
   if (f["rss.apiMb"] !== undefined) {
