@@ -24,6 +24,7 @@
  * non-erasable syntax such as constructor parameter properties, which these modules use.
  * Nothing here touches PostgreSQL, Drizzle or Elysia.
  */
+import { Buffer } from "node:buffer";
 import {
   type ConsumerMessages,
   DeliverPolicy,
@@ -143,8 +144,8 @@ const RESUME_ATTEMPTS = 40;
 
 /** What nats.js 3 keeps of a received message: its bytes (headers, then body) and where the body starts. */
 type WireMsg = { _rdata?: unknown; _msg?: { hdr?: unknown } };
-const MSG_ID_LINE = new TextEncoder().encode("\r\nNats-Msg-Id: ");
-const utf8 = new TextDecoder();
+const MSG_ID_LINE = Buffer.from("\r\nNats-Msg-Id: ");
+const CR = 13;
 
 /**
  * The msg id of a TRADING message, read from the header bytes the client received: MsgHdrs' decode (every header
@@ -157,32 +158,18 @@ function msgIdOfJsMsg(msg: JsMsg): string {
   const bytes = wire?._rdata;
   const hdr = wire?._msg?.hdr;
   if (bytes instanceof Uint8Array && typeof hdr === "number" && hdr > 0 && hdr <= bytes.length) {
-    const header = bytes.subarray(0, hdr);
-    const at = indexOf(header, MSG_ID_LINE);
+    // A view of the header bytes (no copy), for Buffer's native search.
+    const header = Buffer.from(bytes.buffer, bytes.byteOffset, hdr);
+    const at = header.indexOf(MSG_ID_LINE);
     if (at >= 0) {
       const start = at + MSG_ID_LINE.length;
-      let end = start;
-      while (end < header.length && header[end] !== 13) end++;
+      const cr = header.indexOf(CR, start);
+      const end = cr < 0 ? header.length : cr;
       // One msg id line only (decoded and trimmed as MsgHdrs does); anything more is left to MsgHdrs.
-      if (indexOf(header.subarray(end), MSG_ID_LINE) < 0)
-        return utf8.decode(header.subarray(start, end)).trim();
+      if (header.indexOf(MSG_ID_LINE, end) < 0) return header.toString("utf8", start, end).trim();
     }
   }
   return msgIdOf({ header: msg.headers });
-}
-
-function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
-  const first = needle[0];
-  outer: for (
-    let i = haystack.indexOf(first as number);
-    i >= 0;
-    i = haystack.indexOf(first as number, i + 1)
-  ) {
-    if (i + needle.length > haystack.length) return -1;
-    for (let j = 1; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-    return i;
-  }
-  return -1;
 }
 
 /**

@@ -4,12 +4,14 @@
  * GET /references/:referenceId before and after a sequencer has numbered what the API accepted. Who may read
  * what: read-access.int.test.ts.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Kvm } from "@nats-io/kv";
 import { IDEMPOTENCY_BUCKET } from "../../src/adapters/nats/idempotency-kv.ts";
 import { ZERO_DIGEST } from "../../src/app/log-digest.ts";
 import type { SequencedEvent } from "../../src/domain/events.ts";
-import { chained, type RunningSequencer, runSequencer, waitFor } from "../support/stack.ts";
+import { chained, type RunningSequencer, runSequencer } from "../support/stack.ts";
+import { waitFor, within } from "../support/wait.ts";
 import {
   BASE,
   deposit,
@@ -21,7 +23,6 @@ import {
   request,
   startHarness,
   transfer,
-  within,
 } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;

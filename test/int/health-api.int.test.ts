@@ -3,8 +3,10 @@
  * app.handle(Request): GET /healthz and GET /readyz on the public port, and what POST /orders answers while
  * NATS (or the SEQUENCE stream) is gone: 503 + Retry-After within the publish timeout, never a 202.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
+import { within } from "../support/wait.ts";
 import {
   BASE,
   type Harness,
@@ -14,7 +16,6 @@ import {
   readJson,
   startHarness,
   validOrder,
-  within,
 } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;

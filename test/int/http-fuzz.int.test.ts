@@ -12,13 +12,15 @@
  *   referenceId and the caller's user; a replayed Idempotency-Key gets its first answer and publishes nothing;
  * - no 2xx on a write without a valid token, nor on an admin route without the admin role.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { SignJWT } from "jose";
 import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import { decodeIntakeEvent } from "../../src/domain/events.ts";
 import { AMOUNT_RULE, type DecimalRule, PRICE_RULE } from "../../src/domain/money.ts";
-import { BASE, type Harness, SECRET, startHarness, unsignedToken, within } from "./http-helpers.ts";
+import { within } from "../support/wait.ts";
+import { BASE, type Harness, SECRET, startHarness, unsignedToken } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;
 const FUZZ_TIMEOUT = 120_000;

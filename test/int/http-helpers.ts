@@ -188,9 +188,6 @@ export function unsignedToken(claims: Record<string, unknown>): string {
   return `${base64url({ alg: "none", typ: "JWT" })}.${base64url(claims)}.`;
 }
 
-// Re-exported for the HTTP test files that import it from here.
-export { within };
-
 /** The harness's own connections and database as a Stack, so that a sequencer numbers what its API accepts. */
 export function harnessStack(h: Harness): Stack {
   return {

@@ -4,6 +4,7 @@
  * listening by itself, then for the production wiring, startService(role "api"), with its own nats-server and
  * database. Every refusal is also checked to have published nothing.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -16,7 +17,8 @@ import { decodeSnowflake } from "../../src/domain/ids.ts";
 import { createLogger } from "../../src/logger.ts";
 import { type RunningService, startService } from "../../src/service.ts";
 import { getPostgres, type NatsServerHandle, startNats } from "../support/services.ts";
-import { type Harness, readError, SECRET, startHarness, validOrder, within } from "./http-helpers.ts";
+import { within } from "../support/wait.ts";
+import { type Harness, readError, SECRET, startHarness, validOrder } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;
 const TEST_TIMEOUT = 15_000;

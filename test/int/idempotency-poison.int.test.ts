@@ -12,7 +12,7 @@ import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import type { IdempotencyRecord } from "../../src/app/ports.ts";
 import { type CreateOrder, type Deposit, encodeIntakeEvent, type Intake } from "../../src/domain/events.ts";
 import { type RunningSequencer, runSequencer } from "../support/stack.ts";
-import { waitFor } from "../support/wait.ts";
+import { waitFor, within } from "../support/wait.ts";
 import {
   BASE,
   type Harness,
@@ -21,7 +21,6 @@ import {
   readError,
   readJson,
   startHarness,
-  within,
 } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;

@@ -13,8 +13,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type ProcessResult, runProcess } from "../support/process.ts";
 import { type RunningSequencer, runSequencer } from "../support/stack.ts";
-import { waitFor } from "../support/wait.ts";
-import { type Harness, harnessStack, jsonRequest, readJson, startHarness, within } from "./http-helpers.ts";
+import { waitFor, within } from "../support/wait.ts";
+import { type Harness, harnessStack, jsonRequest, readJson, startHarness } from "./http-helpers.ts";
 
 const SETUP_TIMEOUT = 60_000;
 const TOOL_TIMEOUT = 90_000;

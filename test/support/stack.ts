@@ -175,9 +175,6 @@ export function makeOrder(overrides: Partial<Intake<CreateOrder>> = {}): Intake<
   };
 }
 
-// Re-exported while the split HTTP test files still import it from here; new code imports ./wait.ts.
-export { waitFor } from "./wait.ts";
-
 export type TradingMessage = {
   position: number;
   msgId: string | undefined;
