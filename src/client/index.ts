@@ -9,7 +9,12 @@ export { NatsAuthenticationError } from "../adapters/nats/connection.ts";
 export type { NatsCredentials } from "../adapters/nats/credentials.ts";
 export { ZERO_DIGEST } from "../app/log-digest.ts";
 export type { Direction, EventBody, EventType, SequencedEvent } from "../domain/events.ts";
-export { type RawTradingMessage, TradingChecker, type TradingEvent } from "./trading-check.ts";
+export {
+  type RawTradingMessage,
+  type ReceivedTradingMessage,
+  TradingChecker,
+  type TradingEvent,
+} from "./trading-check.ts";
 export {
   TradingAccessError,
   TradingDigestError,

@@ -11,9 +11,12 @@
  * TradingEvent carries its own), or null to read without the chain check (positions and order are checked all the
  * same).
  */
-import { digestOfMsgId, msgIdDigest, subjectOf } from "../adapters/nats/trading-publisher.ts";
-import { DigestChain } from "../app/log-digest.ts";
-import type { SequencedEvent } from "../domain/events.ts";
+import { Buffer } from "node:buffer";
+import { MSG_ID_DIGEST_HEX, subjectOf } from "../adapters/nats/trading-publisher.ts";
+import { ByteDigestChain, digestToHex } from "../app/log-digest.ts";
+import { EVENT_TYPES, type SequencedEvent } from "../domain/events.ts";
+import { digitsOfAt, EXACT_DIGITS_BELOW, textAt } from "./ascii-bytes.ts";
+import { canonicalEventTypeAt } from "./trading-canonical.ts";
 import { TradingDigestError, TradingInvalidEventError, TradingOrderError } from "./trading-errors.ts";
 import { decodeTradingEvent } from "./trading-event.ts";
 
@@ -21,10 +24,18 @@ import { decodeTradingEvent } from "./trading-event.ts";
 export type TradingEvent = {
   /** Its TRADING position, which is its sequenceId. */
   sequenceId: bigint;
-  /** The decoded event: ids as bigint, decimals as strings. */
+  /**
+   * The decoded event: ids as bigint, decimals as strings. Checked when the message arrived; built the first time
+   * it is read (a reader that only forwards the bytes, like `sequencer replay`, never pays for it).
+   */
   event: SequencedEvent;
   /** The exact published body (UTF-8 text): what the digest chain hashes. */
   payload: string;
+  /**
+   * The same body as the bytes received (a valid body is ASCII: these are its UTF-8 encoding), e.g. to write it
+   * out without encoding it again. A view of the client's receive buffer: read it, do not modify it.
+   */
+  body: Uint8Array;
   subject: string;
   /**
    * This event's full chain digest (64 lowercase hex characters): keep it with sequenceId as the resume point and
@@ -34,19 +45,98 @@ export type TradingEvent = {
   digest: string | null;
 };
 
-/** A message as the checker needs it. */
+/** A message as the checker needs it, as text. */
 export type RawTradingMessage = { position: bigint; subject: string; msgId: string; payload: string };
 
-const MSG_ID_DIGEST = /^[0-9a-f]{32}$/;
+/** A message as the checker needs it, as received: the msg id's and the body's bytes. */
+export type ReceivedTradingMessage = {
+  position: bigint;
+  subject: string;
+  msgId: Uint8Array;
+  body: Uint8Array;
+};
+
+const utf8 = new TextDecoder();
+const COLON = 58;
+/** The digest bytes a msg id carries (tradingMsgId): the first 16 of 32, as 32 hex digits. */
+const MSG_ID_DIGEST_BYTES = MSG_ID_DIGEST_HEX / 2;
+
+/** Each type's TRADING subject, computed once. */
+const SUBJECTS = new Map<unknown, string>(EVENT_TYPES.map((type) => [type, subjectOf({ type })]));
+
+/** The value of a lowercase hex digit, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  return c >= 97 && c <= 102 ? c - 87 : -1;
+}
+
+function isLowerHex(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (hexDigit(b[i] as number) < 0) return false;
+  return true;
+}
+
+/** Whether b[from, from + 2n) (lowercase hex digits, checked) writes the first n bytes of `digest`. */
+function hexWrites(b: Uint8Array, from: number, digest: Uint8Array, n: number): boolean {
+  for (let i = 0; i < n; i++) {
+    const byte = hexDigit(b[from + 2 * i] as number) * 16 + hexDigit(b[from + 2 * i + 1] as number);
+    if (byte !== digest[i]) return false;
+  }
+  return true;
+}
+
+/** A checked event whose text, domain object and hex digest are made when first read. */
+class CheckedTradingEvent implements TradingEvent {
+  #payload: string | undefined;
+  #event: SequencedEvent | undefined;
+  #digest: Uint8Array | null;
+  #digestHex: string | undefined;
+
+  constructor(
+    readonly sequenceId: bigint,
+    readonly body: Uint8Array,
+    readonly subject: string,
+    /** The text and decoded event when the full decode already ran (else the body was checked valid). */
+    decoded: { payload: string; event: SequencedEvent } | undefined,
+    digest: Uint8Array | null,
+  ) {
+    this.#payload = decoded?.payload;
+    this.#event = decoded?.event;
+    this.#digest = digest;
+  }
+
+  get payload(): string {
+    this.#payload ??= utf8.decode(this.body);
+    return this.#payload;
+  }
+
+  get event(): SequencedEvent {
+    if (this.#event === undefined) {
+      const decoded = decodeTradingEvent(this.payload);
+      // Unreachable: the fast check accepts only what the full decode accepts (trading-canonical.unit.test.ts).
+      if (!decoded.ok) throw new Error(`TRADING event ${this.sequenceId} does not decode: ${decoded.reason}`);
+      this.#event = decoded.event;
+    }
+    return this.#event;
+  }
+
+  get digest(): string | null {
+    if (this.#digest === null) return null;
+    this.#digestHex ??= digestToHex(this.#digest);
+    return this.#digestHex;
+  }
+}
 
 export class TradingChecker {
-  private readonly chain: DigestChain | null;
+  private readonly chain: ByteDigestChain | null;
   private nextPosition: bigint;
+  /** nextPosition as a number, compared with the digits received without making text of either. */
+  private nextNumber: number;
 
   /** `previousDigest`: the full digest of event `after` (hex), or null to leave the chain unchecked. */
   constructor(after: bigint, previousDigest: string | null) {
     this.nextPosition = after + 1n;
-    this.chain = previousDigest === null ? null : new DigestChain(previousDigest);
+    this.nextNumber = Number(this.nextPosition);
+    this.chain = previousDigest === null ? null : new ByteDigestChain(previousDigest);
   }
 
   /** The position the next message must have. */
@@ -56,11 +146,48 @@ export class TradingChecker {
 
   /** Checks the message at the expected position and moves on; throws a TradingStreamError otherwise. */
   accept(message: RawTradingMessage): TradingEvent {
+    return this.acceptReceived({
+      position: message.position,
+      subject: message.subject,
+      msgId: Buffer.from(message.msgId, "utf8"),
+      body: Buffer.from(message.payload, "utf8"),
+    });
+  }
+
+  /** accept, on the bytes as received (no text made of them unless a check fails or the caller asks). */
+  acceptReceived(message: ReceivedTradingMessage): TradingEvent {
     const position = this.nextPosition;
     if (message.position !== position) {
       throw new TradingOrderError(position, `delivered position ${message.position}, expected ${position}`);
     }
-    const decoded = decodeTradingEvent(message.payload);
+    // The fast way for the encoder's layout; anything else gets the full decode, whose answer and reason stand.
+    const canonicalType = canonicalEventTypeAt(message.body, this.nextNumber);
+    const decoded = canonicalType === null ? this.decodeAt(position, message.body) : undefined;
+    const type = canonicalType ?? (decoded as { event: SequencedEvent }).event.type;
+    const subject = SUBJECTS.get(type) as string;
+    if (message.subject !== subject) {
+      throw new TradingInvalidEventError(position, `a ${type} event on ${message.subject}, not ${subject}`);
+    }
+    const { msgId } = message;
+    const publishedAt = this.publishedDigestAt(position, msgId);
+    // An accepted body is ASCII (every check allows only ASCII), so its bytes are the UTF-8 of its text.
+    const digest = this.chain ? this.chain.next(message.body) : null;
+    if (digest !== null && publishedAt >= 0 && !hexWrites(msgId, publishedAt, digest, MSG_ID_DIGEST_BYTES)) {
+      throw new TradingDigestError(
+        position,
+        digestToHex(digest).slice(0, MSG_ID_DIGEST_HEX),
+        utf8.decode(msgId.subarray(publishedAt)),
+      );
+    }
+    this.nextPosition = position + 1n;
+    this.nextNumber++;
+    return new CheckedTradingEvent(position, message.body, message.subject, decoded, digest);
+  }
+
+  /** The full decode of a body not in the encoder's layout: its text and event, or the error refusing it. */
+  private decodeAt(position: bigint, body: Uint8Array): { payload: string; event: SequencedEvent } {
+    const payload = utf8.decode(body);
+    const decoded = decodeTradingEvent(payload);
     if (!decoded.ok) throw new TradingInvalidEventError(position, decoded.reason);
     const { event } = decoded;
     if (event.sequenceId !== position)
@@ -70,32 +197,40 @@ export class TradingChecker {
         position,
         `it carries previousId ${event.previousId}, not ${position - 1n}`,
       );
-    if (message.subject !== subjectOf(event)) {
-      throw new TradingInvalidEventError(
-        position,
-        `a ${event.type} event on ${message.subject}, not ${subjectOf(event)}`,
-      );
-    }
-    // `<position>:<32 hex>`, or just `<position>` for a message published before the digest chain existed (its
-    // bytes still extend the chain; there is nothing to compare).
-    const published = message.msgId === position.toString() ? null : digestOfMsgId(message.msgId);
-    if (published !== null && message.msgId !== `${position}:${published}`) {
+    return { payload, event };
+  }
+
+  /**
+   * Where the digest part (32 lowercase hex digits) of a msg id `<position>:<32 hex>` starts, or -1 for just
+   * `<position>`: a message published before the digest chain existed (its bytes still extend the chain; there
+   * is nothing to compare).
+   */
+  private publishedDigestAt(position: bigint, msgId: Uint8Array): number {
+    // Where the position's digits end when the msg id starts with exactly them, else -1.
+    const digitsEnd =
+      this.nextNumber < EXACT_DIGITS_BELOW
+        ? digitsOfAt(msgId, 0, this.nextNumber)
+        : textAt(msgId, 0, position.toString())
+          ? position.toString().length
+          : -1;
+    if (digitsEnd === msgId.length) return -1;
+    const colon = msgId.indexOf(COLON);
+    if (colon >= 0 && colon !== digitsEnd) {
       throw new TradingOrderError(
         position,
-        `its msg id ${JSON.stringify(message.msgId)} names another position`,
+        `its msg id ${JSON.stringify(utf8.decode(msgId))} names another position`,
       );
     }
-    if (message.msgId !== position.toString() && (published === null || !MSG_ID_DIGEST.test(published))) {
+    if (
+      colon < 0 ||
+      msgId.length - colon - 1 !== MSG_ID_DIGEST_HEX ||
+      !isLowerHex(msgId, colon + 1, msgId.length)
+    ) {
       throw new TradingInvalidEventError(
         position,
-        `its msg id ${JSON.stringify(message.msgId)} is not <sequenceId>:<32 hex characters>`,
+        `its msg id ${JSON.stringify(utf8.decode(msgId))} is not <sequenceId>:<32 hex characters>`,
       );
     }
-    const digest = this.chain ? this.chain.next(message.payload) : null;
-    if (digest !== null && published !== null && msgIdDigest(digest) !== published) {
-      throw new TradingDigestError(position, msgIdDigest(digest), published);
-    }
-    this.nextPosition = position + 1n;
-    return { sequenceId: position, event, payload: message.payload, subject: message.subject, digest };
+    return colon + 1;
   }
 }

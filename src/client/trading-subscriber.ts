@@ -142,34 +142,55 @@ function isConsumerGone(error: unknown): boolean {
 
 const RESUME_ATTEMPTS = 40;
 
+/**
+ * Messages the consumer keeps pulled ahead of the reader (nats.js asks for more once a quarter is taken, so each
+ * pull request is for about a thousand). Larger pulls mean fewer round trips while catching up: a replay of 1M
+ * events ran ~6 % faster than with 1,024 (docs/performance.md, "Replay"); at ~300 bytes an event this holds about
+ * a megabyte. The bench's raw ordered consumer uses the same figure, so it compares like with like.
+ */
+export const TRADING_PULL_MESSAGES = 4096;
+
 /** What nats.js 3 keeps of a received message: its bytes (headers, then body) and where the body starts. */
 type WireMsg = { _rdata?: unknown; _msg?: { hdr?: unknown } };
 const MSG_ID_LINE = Buffer.from("\r\nNats-Msg-Id: ");
 const CR = 13;
 
+/** ASCII whitespace, as String#trim (MsgHdrs trims each value) removes it. */
+const isSpace = (c: number) => c === 32 || (c >= 9 && c <= 13);
+
+function isAscii(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if ((b[i] as number) >= 128) return false;
+  return true;
+}
+
 /**
- * The msg id of a TRADING message, read from the header bytes the client received: MsgHdrs' decode (every header
- * parsed, its key canonicalized, a map built) was a sixth of replay's CPU, and only the msg id is needed. The
- * sequencer writes `Nats-Msg-Id` in that spelling (tradingHeaders); anything else — another spelling, a nats.js
- * whose message lacks these fields — goes through the headers' own decode, so the result is the same.
+ * The msg id of a TRADING message as bytes, a view of the header bytes the client received: MsgHdrs' decode
+ * (every header parsed, its key canonicalized, a map built) was a sixth of replay's CPU, and only the msg id is
+ * needed — compared as bytes, not decoded (trading-check.ts). The sequencer writes `Nats-Msg-Id` in that spelling
+ * (tradingHeaders); anything else — another spelling, two msg id lines, a byte past ASCII (which String#trim
+ * might treat otherwise), a nats.js whose message lacks these fields — goes through the headers' own decode, so
+ * the result is the same.
  */
-function msgIdOfJsMsg(msg: JsMsg): string {
+function msgIdOfJsMsg(msg: JsMsg): Uint8Array {
   const wire = (msg as unknown as { msg?: WireMsg }).msg;
   const bytes = wire?._rdata;
   const hdr = wire?._msg?.hdr;
   if (bytes instanceof Uint8Array && typeof hdr === "number" && hdr > 0 && hdr <= bytes.length) {
-    // A view of the header bytes (no copy), for Buffer's native search.
-    const header = Buffer.from(bytes.buffer, bytes.byteOffset, hdr);
+    // A view of the header bytes (no copy), for Buffer's native search; nats.js's data is usually a Buffer already.
+    const header = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+    // The search may run past the headers into the body: a match there counts as none.
     const at = header.indexOf(MSG_ID_LINE);
-    if (at >= 0) {
-      const start = at + MSG_ID_LINE.length;
+    if (at >= 0 && at < hdr) {
+      let start = at + MSG_ID_LINE.length;
       const cr = header.indexOf(CR, start);
-      const end = cr < 0 ? header.length : cr;
-      // One msg id line only (decoded and trimmed as MsgHdrs does); anything more is left to MsgHdrs.
-      if (header.indexOf(MSG_ID_LINE, end) < 0) return header.toString("utf8", start, end).trim();
+      let end = cr < 0 || cr > hdr ? hdr : cr;
+      while (start < end && isSpace(header[start] as number)) start++;
+      while (end > start && isSpace(header[end - 1] as number)) end--;
+      const again = header.indexOf(MSG_ID_LINE, end);
+      if ((again < 0 || again >= hdr) && isAscii(header, start, end)) return header.subarray(start, end);
     }
   }
-  return msgIdOf({ header: msg.headers });
+  return Buffer.from(msgIdOf({ header: msg.headers }), "utf8");
 }
 
 /**
@@ -190,7 +211,11 @@ async function openConsumer(
     });
     // abort_on_missing_resource: a lost consumer ends the iterator with an error instead of nats.js recreating
     // it, which (nats.js 3.4) then pulls a batch of 0 and stalls until two idle heartbeats are missed.
-    return await consumer.consume({ max_messages: 1024, expires: 10_000, abort_on_missing_resource: true });
+    return await consumer.consume({
+      max_messages: TRADING_PULL_MESSAGES,
+      expires: 10_000,
+      abort_on_missing_resource: true,
+    });
   };
   try {
     return await retry(open, {
@@ -262,11 +287,11 @@ export async function* subscribeTrading(
               throw new TradingTrimmedError(checker.expected, now.earliest, now.empty);
             throw new TradingGapError(checker.expected, position);
           }
-          yield checker.accept({
+          yield checker.acceptReceived({
             position,
             subject: msg.subject,
             msgId: msgIdOfJsMsg(msg),
-            payload: msg.string(),
+            body: msg.data,
           });
           if (until !== undefined && position >= until) return;
         }

@@ -40,6 +40,12 @@ const FIGURES = [
   "rss.sequencerMb",
   "replay.eventsPerSec",
   "replay.raw.eventsPerSec",
+  "pipeline.split.tradingPerSec",
+  "pipeline.split.cpuUsPerEvent",
+  "pipeline.all.tradingPerSec",
+  "ratio.pipelineVsIngest",
+  "pipeline.tail.worstHttpP99Ms",
+  "pipeline.tail.worstToTradingP99Ms",
   "ratio.replayVsRaw",
 ];
 
@@ -57,8 +63,12 @@ function charts(stdout: string, jsonPath: string): { throughput: string; latency
   return { throughput, latency };
 }
 
-/** `npm run bench -- <args> --json <jsonPath>`, killed after 85 s; throws with both outputs on a non-zero exit. */
-async function bench(args: string[], jsonPath: string): Promise<{ stdout: string; stderr: string }> {
+/** `npm run bench -- <args> --json <jsonPath>`, killed after timeoutMs; throws with both outputs on a non-zero exit. */
+async function bench(
+  args: string[],
+  jsonPath: string,
+  timeoutMs = 85_000,
+): Promise<{ stdout: string; stderr: string }> {
   const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? dir };
   if (process.env.PG_BIN) env.PG_BIN = process.env.PG_BIN;
   // No NATS_URL / DATABASE_URL: the bench starts its own servers.
@@ -66,7 +76,7 @@ async function bench(args: string[], jsonPath: string): Promise<{ stdout: string
     out: stdout,
     err: stderr,
     code,
-  } = await runProcess([process.execPath, BENCH, ...args, "--json", jsonPath], { env, timeoutMs: 85_000 });
+  } = await runProcess([process.execPath, BENCH, ...args, "--json", jsonPath], { env, timeoutMs });
   if (code !== 0) throw new Error(`bench exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
   return { stdout, stderr };
 }
@@ -76,7 +86,7 @@ test("--help prints the bench's usage on stdout and exits 0; an unknown option i
   const help = await runProcess([process.execPath, BENCH, "--help"], { env });
   expect({ code: help.code, err: help.err }).toEqual({ code: 0, err: "" });
   expect(help.out).toStartWith("usage: npm run bench -- [--quick]");
-  expect(help.out).toContain("--only ingest,raw,drain,e2e,replay,soak");
+  expect(help.out).toContain("--only ingest,raw,drain,e2e,pipeline,replay,soak,growth");
 
   const wrong = await runProcess([process.execPath, BENCH, "--no-such-option"], { env });
   expect(wrong.code).toBe(64);
@@ -89,7 +99,9 @@ test.skipIf(onPglite)(
   "bench --quick prints the table and writes JSON with every figure a positive number (needs real PostgreSQL)",
   async () => {
     const jsonPath = join(dir, "result.json");
-    const { stdout, stderr } = await bench(["--quick"], jsonPath);
+    // A quick default run is about 80 s on the 2-core CI box, the pipeline phase (two sustained runs and a tail)
+    // half of it.
+    const { stdout, stderr } = await bench(["--quick"], jsonPath, 170_000);
 
     // The table, with the ratio column and a row per measurement.
     expect(stdout).toContain("ours÷base");
@@ -100,6 +112,9 @@ test.skipIf(onPglite)(
       "drain events/s",
       "e2e p99 ms",
       "replay events/s",
+      "pipeline events/s (api + sequencer)",
+      "pipeline events/s (serve --role all)",
+      "CPU µs/event (api+seq+nats+pg)",
     ]) {
       expect(stdout).toContain(row);
     }
@@ -145,7 +160,7 @@ test.skipIf(onPglite)(
     expect(latency).toContain(">End to end at 500 req/s, per 1 s");
     expect(latency).toMatch(/<path class="series-p99" d="M[\d.]+ [\d.]+/);
   },
-  90_000,
+  180_000,
 );
 
 test.skipIf(onPglite)(
@@ -216,6 +231,27 @@ test.skipIf(onPglite)(
       ours: { events: 2000 },
       raw: { events: 2000 },
     });
+  },
+  90_000,
+);
+
+test.skipIf(onPglite)(
+  "bench --only growth builds a valid large log and compares drain and reads against an empty one (needs real PostgreSQL)",
+  async () => {
+    const jsonPath = join(dir, "growth.json");
+    const { stdout } = await bench(["--quick", "--only", "growth"], jsonPath);
+    expect(stdout).not.toContain("ours÷base");
+    expect(stdout).toMatch(/^drain of 2,000, events\/s \(median of 2\)\s+[\d,]+\s+[\d,]+\s+[\d.]+×/m);
+    const json = JSON.parse(readFileSync(jsonPath, "utf8")) as {
+      growth: { rows: number; ratios: Record<string, number>; small: unknown; large: unknown };
+    };
+    expect(json.growth.rows).toBe(20_000);
+    for (const name of ["drain", "eventsP50", "eventsP99", "referencesP50", "referencesP99"]) {
+      const value = json.growth.ratios[name];
+      if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+        throw new Error(`growth ratio ${name} is ${JSON.stringify(value)}, expected a positive number`);
+      }
+    }
   },
   90_000,
 );

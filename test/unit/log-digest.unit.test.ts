@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import {
+  ByteDigestChain,
   chainDigest,
   chainDigests,
   DigestChain,
@@ -64,6 +65,28 @@ describe("log digest", () => {
         expect(chainDigests(ZERO_DIGEST, payloads)).toEqual(expected);
       }),
     );
+  });
+
+  test("the chain over bytes (a reader's received bodies) gives the same digests, from any starting digest", () => {
+    const longArb = fc.string({ unit: "binary", minLength: 300, maxLength: 3000 });
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(payloadArb, longArb), { minLength: 1, maxLength: 20 }),
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        (payloads, start) => {
+          const from = digestToHex(start);
+          const chain = new ByteDigestChain(from);
+          const digests = payloads.map((p) => digestToHex(chain.next(Buffer.from(p, "utf8"))));
+          expect(digests).toEqual(chainDigests(from, payloads));
+        },
+      ),
+    );
+    // Each link's digest is its own array: keeping one does not see the next.
+    const chain = new ByteDigestChain();
+    const first = chain.next(Buffer.from("a"));
+    const kept = digestToHex(first);
+    chain.next(Buffer.from("b"));
+    expect(digestToHex(first)).toBe(kept);
   });
 
   test("changing any byte of any payload changes that event's digest and every later one", () => {

@@ -111,4 +111,25 @@ describe("TradingChecker", () => {
     expect(at0({ msgId: "1:not-hex" })).toBeInstanceOf(TradingInvalidEventError);
     expect(at0({ msgId: "" })).toBeInstanceOf(TradingInvalidEventError);
   });
+
+  test("past 10^15 (the positions the fast check leaves to the full decode) the same checks apply", () => {
+    const after = 2n ** 62n;
+    const big = (id: bigint) => event(id, { amount: "1.5" } as Partial<SequencedEvent>);
+    const events = [after + 1n, after + 2n].map((id) => encodeSequencedEvent(big(id)));
+    const [first, second] = chainDigests(ZERO_DIGEST, events) as [string, string];
+    const at = (i: number, msgId: string) => ({
+      position: after + BigInt(i + 1),
+      subject: subjectOf({ type: "DEPOSIT" }),
+      msgId,
+      payload: events[i] as string,
+    });
+    const checker = new TradingChecker(after, ZERO_DIGEST);
+    const read = checker.accept(at(0, tradingMsgId({ sequenceId: after + 1n, digest: first })));
+    expect(read.event).toEqual(big(after + 1n));
+    expect(read.digest).toBe(first);
+    expect(refusal(checker, at(1, tradingMsgId({ sequenceId: after + 3n, digest: second })))).toBeInstanceOf(
+      TradingOrderError,
+    );
+    expect(checker.accept(at(1, `${after + 2n}`)).digest).toBe(second);
+  });
 });

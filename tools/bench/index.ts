@@ -14,9 +14,11 @@ import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { INTAKE_STREAM, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
 import { TokenService } from "../../src/app/auth.ts";
-import { type NatsServerHandle, startLocalPostgres, startNats } from "../services/local-services.ts";
+import { startLocalPostgres } from "../services/local-services.ts";
+import { newBrokerAuth, type StartedBroker, startAuthenticatedNats } from "./broker.ts";
 import { writeCharts } from "./chart-files.ts";
-import { type CpuGroups, childPids, parentPid, processCpuSeconds, treeCpuSeconds } from "./cpu.ts";
+import { type CpuGroups, parentPid, processCpuSeconds, treeCpuSeconds } from "./cpu.ts";
+import { type GrowthResult, growthNote, growthSteps, measureGrowth, renderGrowth } from "./growth.ts";
 import { pickGenerator } from "./loadgen/index.ts";
 import {
   BENCH_SUMMARY,
@@ -36,8 +38,11 @@ import {
   measureRawPublish,
   mintBenchTokens,
   resetStreams,
+  serviceEnv,
 } from "./phases.ts";
-import { killAll } from "./processes.ts";
+import { measurePipeline } from "./pipeline.ts";
+import { renderPipeline } from "./pipeline-report.ts";
+import { killAll, provision } from "./processes.ts";
 import { formatProfile } from "./profile.ts";
 import { Progress } from "./progress.ts";
 import { measureReplay, profileReplay, type ReplayResult } from "./replay.ts";
@@ -147,6 +152,8 @@ async function bench(opts: BenchOptions): Promise<void> {
     (opts.phases.has("raw") ? 2 : 0) +
     (opts.phases.has("drain") ? 2 : 0) +
     (opts.phases.has("e2e") ? 1 : 0) +
+    // split, role all, the tail
+    (opts.phases.has("pipeline") ? 3 : 0) +
     (opts.phases.has("replay") ? 1 : 0);
   // The soak runs once, after the repeated phases: a capacity step (unless --soak-rate) and the soak itself.
   const soakSteps = opts.phases.has("soak") ? (opts.soakRate === undefined ? 2 : 1) : 0;
@@ -154,20 +161,23 @@ async function bench(opts: BenchOptions): Promise<void> {
     1 +
       opts.runs * phaseSteps +
       soakSteps +
+      (opts.phases.has("growth") ? growthSteps(opts) : 0) +
       (opts.profile
         ? (opts.phases.has("replay") ? 1 : 0) + (opts.phases.size === 1 && opts.phases.has("replay") ? 0 : 2)
         : 0),
   );
   progress.step("starting nats-server and PostgreSQL");
 
-  const nats: NatsServerHandle | undefined = process.env.NATS_URL ? undefined : await startNats();
+  // Authenticated, per-role users (broker.ts): every figure includes the security work. Not on NATS_URL.
+  const natsAuth = process.env.NATS_URL ? undefined : newBrokerAuth();
+  const nats: StartedBroker | undefined = natsAuth ? await startAuthenticatedNats(natsAuth) : undefined;
   const natsUrl = process.env.NATS_URL || (nats?.url as string);
   const localPg = process.env.DATABASE_URL ? undefined : await startLocalPostgres({ durable: !opts.pgFast });
   const pgSettings = opts.pgFast
     ? "fsync, synchronous_commit and full_page_writes off (--pg-fast)"
     : "durable defaults: fsync, synchronous_commit on";
   const adminUrl = process.env.DATABASE_URL || (localPg?.adminUrl as string);
-  const nc = await connect({ servers: natsUrl, noAsyncTraces: true });
+  const nc = await connect({ servers: natsUrl, noAsyncTraces: true, ...(natsAuth?.admin ?? {}) });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   if (process.env.NATS_URL && !opts.force) {
@@ -192,7 +202,7 @@ async function bench(opts: BenchOptions): Promise<void> {
   await admin.end();
 
   const infraCpu: CpuGroups = {};
-  const natsPid = nats ? childPids(process.pid, "nats-server")[0] : undefined;
+  const natsPid = nats?.pid;
   if (natsPid) infraCpu.nats = () => processCpuSeconds(natsPid);
   if (postmaster && postmaster > 1) infraCpu.postgres = () => treeCpuSeconds(postmaster);
 
@@ -206,6 +216,8 @@ async function bench(opts: BenchOptions): Promise<void> {
   const ctx: Ctx = {
     opts,
     natsUrl,
+    natsAuth,
+    natsPid,
     nc,
     js,
     jsm,
@@ -221,12 +233,15 @@ async function bench(opts: BenchOptions): Promise<void> {
     postmasterPid: postmaster && postmaster > 1 ? postmaster : undefined,
   };
 
+  // The KV buckets and streams, as a deployment's `sequencer provision` makes them: the runtime roles may not.
+  if (natsAuth) await provision(serviceEnv(ctx, {}, "admin"), logDir);
+
   const natsVersion = nc.info?.version ? `nats-server v${nc.info.version}` : "nats-server";
   const header = [
     `sequencer bench — ${startedAt.toISOString()}${opts.quick ? " (--quick: tiny sizes, figures not meaningful)" : ""}`,
     `machine: ${cpus().length} CPUs, load average (1 min) ${loadStart[0]?.toFixed(2)} at start`,
     `load generator: ingest ${generator.kind === "wrk" ? generator.description : generator.description}; end to end: built-in Bun generator (open loop, fixed rate)`,
-    `services: ${natsVersion} ${nats ? "(started here, file store in a temp dir)" : "(NATS_URL)"}, PostgreSQL ${pgInfo?.version} ${
+    `services: ${natsVersion} ${nats ? "(started here, file store in a temp dir; per-role users and permissions, every process connects as its role)" : "(NATS_URL, without authentication: the bench cannot add users there)"}, PostgreSQL ${pgInfo?.version} ${
       localPg ? `(throwaway cluster started here; ${pgSettings})` : "(DATABASE_URL)"
     }`,
   ];
@@ -239,6 +254,7 @@ async function bench(opts: BenchOptions): Promise<void> {
     replay?: DrainResult["profile"];
   } = {};
   let soak: SoakResult | undefined;
+  let growth: GrowthResult | undefined;
   try {
     for (let run = 1; run <= opts.runs; run++) {
       const tag = opts.runs > 1 ? ` (run ${run}/${opts.runs})` : "";
@@ -283,6 +299,7 @@ async function bench(opts: BenchOptions): Promise<void> {
         );
         result.e2e = e2e;
       }
+      if (opts.phases.has("pipeline")) result.pipeline = await measurePipeline(ctx, tag);
       if (opts.phases.has("replay")) {
         progress.step(
           `replay: sequencer replay --after 0 and a raw ordered consumer, ${fmt(opts.replayEvents)} events${tag}`,
@@ -296,6 +313,10 @@ async function bench(opts: BenchOptions): Promise<void> {
     if (opts.phases.has("soak")) {
       soak = await measureSoak(ctx);
       progress.note(`soak: ${cpuLine(soak.cpu.corePct, soak.cpu.machineBusyPct)}`);
+    }
+    if (opts.phases.has("growth")) {
+      growth = await measureGrowth(ctx);
+      progress.note(growthNote(growth));
     }
     if (opts.profile) {
       const dir = (role: string) => {
@@ -329,7 +350,7 @@ async function bench(opts: BenchOptions): Promise<void> {
     await resetStreams(jsm).catch(() => {});
     await nc.close();
     await dbs.dropAll();
-    await nats?.stop();
+    await nats?.handle.stop();
     await localPg?.stop();
     if (process.env.BENCH_KEEP_LOGS) process.stderr.write(`child logs kept in ${logDir}\n`);
     else rmSync(workDir, { recursive: true, force: true });
@@ -369,15 +390,21 @@ async function bench(opts: BenchOptions): Promise<void> {
     runs,
     ...(opts.profile ? { profiles } : {}),
     ...(soak ? { soak } : {}),
+    ...(growth ? { growth } : {}),
   };
   mkdirSync(dirname(jsonPath), { recursive: true });
   writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
   // Drawn from the JSON as written (NaN → null), so a redraw from the saved file gives the same bytes.
   const charts = writeCharts(JSON.parse(JSON.stringify(json)), dirname(jsonPath));
-  // The phases' table when any of them ran; with --only soak, just the header above the soak's tables.
-  const ranPhases = [...opts.phases].some((phase) => phase !== "soak");
+  // The phases' table when any of them ran; with --only soak or growth, just the header above their tables.
+  const ranPhases = [...opts.phases].some((phase) => phase !== "soak" && phase !== "growth");
   process.stdout.write(`\n${ranPhases ? table : header.join("\n")}\n`);
+  runs.forEach((run, i) => {
+    const heading = opts.runs > 1 ? `pipeline (run ${i + 1}/${opts.runs})` : "pipeline";
+    if (run.pipeline) process.stdout.write(`\n${renderPipeline(run.pipeline, heading)}\n`);
+  });
   if (soak) process.stdout.write(`\n${renderSoak(soak)}\n`);
+  if (growth) process.stdout.write(`\n${renderGrowth(growth)}\n`);
   for (const [role, profile] of Object.entries(profiles)) {
     if (!profile) continue;
     process.stdout.write(

@@ -5,10 +5,13 @@
 import { parseArgs } from "node:util";
 import type { GeneratorKind } from "./loadgen/index.ts";
 
-/** The phases of a default run. */
-export const PHASES = ["ingest", "raw", "drain", "e2e", "replay"] as const;
-/** Phases run only when named in --only: the soak takes ten minutes by default. */
-export const OPTIONAL_PHASES = ["soak"] as const;
+/**
+ * The phases of a default run. The pipeline phase follows e2e: the parts first (ingest, drain), then the whole at a
+ * fixed rate (e2e), then the whole at its limit and at half of it (pipeline), whose ratio needs ingest's figure.
+ */
+export const PHASES = ["ingest", "raw", "drain", "e2e", "pipeline", "replay"] as const;
+/** Phases run only when named in --only: the soak takes ten minutes by default, growth fills 10M rows. */
+export const OPTIONAL_PHASES = ["soak", "growth"] as const;
 export type Phase = (typeof PHASES)[number] | (typeof OPTIONAL_PHASES)[number];
 const ALL_PHASES: readonly Phase[] = [...PHASES, ...OPTIONAL_PHASES];
 
@@ -37,6 +40,16 @@ export type BenchOptions = {
   /** Soak: the capacity measurement's closed-loop warm-up and measured window. */
   soakCapacityWarmupMs: number;
   soakCapacityMs: number;
+  /** Growth: the events of the large log the backlog is drained into (and the GETs read). */
+  growthRows: number;
+  /** Growth: the backlog drained into the empty log and into the large one. */
+  growthBacklog: number;
+  /** Pipeline: the closed loops' measured window (after --warmup), split and role all alike. */
+  pipelineDurationMs: number;
+  /** Pipeline: the tail's open loop at half the split capacity (fractional minutes allowed). */
+  tailMinutes: number;
+  /** Pipeline: one tail row (percentiles, counts) per this many ms. */
+  tailIntervalMs: number;
   /** Repeat every measurement this many times (interleaved) and report medians. */
   runs: number;
   /** Profile the sequencer (bun --cpu-prof) during one extra drain. */
@@ -57,8 +70,10 @@ export type BenchOptions = {
 export const BENCH_USAGE = `usage: npm run bench -- [--quick] [--json <path>] [--runs <n>] [--generator wrk|bun]
                         [--concurrency <n>] [--duration <s>] [--warmup <s>] [--drain-events <n>]
                         [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
-                        [--replay-events <n>] [--only ingest,raw,drain,e2e,replay,soak] [--soak-minutes <n>] [--soak-rate <req/s>]
-                        [--soak-interval <s>] [--profile] [--pg-fast] [--quiet-below <% busy>]
+                        [--replay-events <n>] [--only ingest,raw,drain,e2e,pipeline,replay,soak,growth] [--soak-minutes <n>] [--soak-rate <req/s>]
+                        [--soak-interval <s>] [--pipeline-duration <s>] [--tail-minutes <n>]
+                        [--tail-interval <s>] [--profile] [--pg-fast] [--quiet-below <% busy>]
+                        [--growth-rows <n>] [--growth-backlog <n>]
                         [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]
        (npm run bench = bun tools/bench/index.ts)`;
 
@@ -93,6 +108,11 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       "soak-minutes": { type: "string" },
       "soak-rate": { type: "string" },
       "soak-interval": { type: "string" },
+      "growth-rows": { type: "string" },
+      "growth-backlog": { type: "string" },
+      "pipeline-duration": { type: "string" },
+      "tail-minutes": { type: "string" },
+      "tail-interval": { type: "string" },
       runs: { type: "string" },
       only: { type: "string" },
       profile: { type: "boolean", default: false },
@@ -139,6 +159,13 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     soakRate: values["soak-rate"] === undefined ? undefined : positive("--soak-rate", values["soak-rate"], 0),
     soakCapacityWarmupMs: quick ? 1_000 : 3_000,
     soakCapacityMs: quick ? 3_000 : 20_000,
+    growthRows: Math.round(positive("--growth-rows", values["growth-rows"], quick ? 20_000 : 10_000_000)),
+    growthBacklog: Math.round(
+      positive("--growth-backlog", values["growth-backlog"], quick ? 2_000 : 100_000),
+    ),
+    pipelineDurationMs: seconds("--pipeline-duration", values["pipeline-duration"], quick ? 3 : 20),
+    tailMinutes: positive("--tail-minutes", values["tail-minutes"], quick ? 0.25 : 2),
+    tailIntervalMs: seconds("--tail-interval", values["tail-interval"], quick ? 3 : 10),
     runs: Math.round(positive("--runs", values.runs, 1)),
     profile: values.profile ?? false,
     phases,

@@ -11,11 +11,14 @@ import {
   ensureTopology,
   INTAKE_STREAM,
   SEQUENCER_CONSUMER,
+  type TopologyOptions,
   TRADING_STREAM,
 } from "../../src/adapters/nats/topology.ts";
+import { loadConfig } from "../../src/config.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { freePort } from "../services/local-services.ts";
+import type { BenchUser, BrokerAuth } from "./broker.ts";
 import { type CpuGroups, CpuMeter, type CpuReport, processCpuSeconds } from "./cpu.ts";
 import { type Generator, type LoadResult, runClosedLoad, runOpenLoad, type Target } from "./loadgen/index.ts";
 import type { BenchOptions } from "./options.ts";
@@ -44,6 +47,10 @@ import {
 export type Ctx = {
   opts: BenchOptions;
   natsUrl: string;
+  /** The users of the bench's own broker (broker.ts); undefined on NATS_URL (no authentication there). */
+  natsAuth: BrokerAuth | undefined;
+  /** nats-server's pid when the bench started it. */
+  natsPid: number | undefined;
   nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
@@ -80,8 +87,23 @@ export function readProfile(profileDir: string): { file: string; top: ProfileEnt
   return { file: join(profileDir, file), top: summarizeProfile(join(profileDir, file), 20) };
 }
 
-/** The service's own defaults (src/config.ts), so the children find the topology as they would create it. */
-export const TOPOLOGY = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 };
+/**
+ * The topology the service's children expect, from the service's own config (src/config.ts: its defaults plus any
+ * --service-env), so that the admin creates exactly what they check: on the bench's authenticated broker they may
+ * not change it.
+ */
+export function topology(ctx: Pick<Ctx, "opts">): TopologyOptions {
+  const c = loadConfig({ ...ctx.opts.serviceEnv });
+  return {
+    replicas: c.streamReplicas,
+    duplicateWindowMs: c.duplicateWindowMs,
+    ackWaitMs: c.ackWaitMs,
+    maxAckPending: c.maxAckPending,
+    tradingMaxAgeMs: c.tradingMaxAgeMs,
+    tradingMaxBytes: c.tradingMaxBytes,
+    intakeMaxBytes: c.intakeMaxBytes,
+  };
+}
 
 export const ORDER_BODY = JSON.stringify({ direction: "BUY", price: "100.5", quantity: "2" });
 
@@ -105,9 +127,23 @@ export function target(ctx: Ctx, port: number): Target {
   };
 }
 
-export function serviceEnv(ctx: Ctx, extra: Record<string, string>): Record<string, string> {
+/** NATS_USER / NATS_PASSWORD for a user of the bench's broker; nothing on NATS_URL. */
+export function natsCredentials(ctx: Ctx, user: BenchUser): Record<string, string> {
+  return ctx.natsAuth?.env(user) ?? {};
+}
+
+/**
+ * A service child's environment; `user` is who it connects to NATS as (its role). `extra` may override the
+ * NATS_URL and credentials (a phase pointing it at another server of the run: same users, same passwords).
+ */
+export function serviceEnv(
+  ctx: Ctx,
+  extra: Record<string, string>,
+  user?: BenchUser,
+): Record<string, string> {
   return {
     NATS_URL: ctx.natsUrl,
+    ...(user ? natsCredentials(ctx, user) : {}),
     AUTH_SECRET: ctx.secret,
     DATA_DIR: ctx.dataDir,
     LOG_LEVEL: "warn",
@@ -121,6 +157,15 @@ export function serviceEnv(ctx: Ctx, extra: Record<string, string>): Record<stri
 
 function serviceFlags(ctx: Ctx, profileDir?: string): string[] {
   return [...ctx.opts.serviceBunFlags, ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [])];
+}
+
+/**
+ * Empty SEQUENCE and TRADING, created again by the bench's admin connection: on the bench's authenticated broker
+ * the service's roles may not create them (the KV buckets, which `sequencer provision` made at the start, stay).
+ */
+export async function freshTopology(ctx: Ctx): Promise<void> {
+  await resetStreams(ctx.jsm);
+  await ensureTopology(ctx.jsm, topology(ctx));
 }
 
 /** Deletes SEQUENCE and TRADING (their consumers go with them): every phase starts from empty streams. */
@@ -156,7 +201,7 @@ export async function measureIngest(
   variant: IngestVariant,
   profileDir?: string,
 ): Promise<IngestResult> {
-  await resetStreams(ctx.jsm);
+  await freshTopology(ctx);
   const quietBefore = await quiet(ctx);
   const port = await freePort();
   let child: Child;
@@ -164,13 +209,18 @@ export async function measureIngest(
   if (variant === "ours") {
     child = spawnService(
       "api",
-      serviceEnv(ctx, { PORT: String(port), DATABASE_URL: await ctx.newDatabase() }),
+      serviceEnv(ctx, { PORT: String(port), DATABASE_URL: await ctx.newDatabase() }, "api"),
       ctx.logDir,
       serviceFlags(ctx, profileDir),
     );
     readyPath = "/readyz";
   } else if (variant === "bare") {
-    child = spawnBaseline("bare-publish.ts", [], { PORT: String(port), NATS_URL: ctx.natsUrl }, ctx.logDir);
+    child = spawnBaseline(
+      "bare-publish.ts",
+      [],
+      { PORT: String(port), NATS_URL: ctx.natsUrl, ...natsCredentials(ctx, "admin") },
+      ctx.logDir,
+    );
   } else {
     child = spawnBaseline(
       "just-postgres.ts",
@@ -221,7 +271,12 @@ export async function measureRawPublish(ctx: Ctx, noAsyncTraces: boolean): Promi
   const quietBefore = await quiet(ctx);
   const args = [String(ctx.opts.rawMessages), String(ctx.opts.rawInFlight)];
   if (noAsyncTraces) args.push("--no-async-traces");
-  const child = spawnBaseline("raw-publish.ts", args, { NATS_URL: ctx.natsUrl }, ctx.logDir);
+  const child = spawnBaseline(
+    "raw-publish.ts",
+    args,
+    { NATS_URL: ctx.natsUrl, ...natsCredentials(ctx, "admin") },
+    ctx.logDir,
+  );
   await exitedOk(child);
   const line = readFileSync(child.logPath, "utf8")
     .trim()
@@ -263,23 +318,43 @@ export type BatchStats = {
   meanMs: Record<string, number>;
 };
 
-/** Batch figures from the service's Prometheus metrics (sequencer_batch_size, sequencer_transaction_duration). */
-async function scrapeBatchStats(port: number): Promise<BatchStats | undefined> {
+/** The sequencer's batch counters as its Prometheus metrics have them (sequencer_batch_size, _transaction_duration). */
+export type BatchCounters = { batches: number; events: number; transactions: number; transactionS: number };
+
+export async function scrapeBatchCounters(port: number): Promise<BatchCounters | undefined> {
   const text = await fetch(`http://127.0.0.1:${port}/metrics`)
     .then((res) => res.text())
     .catch(() => "");
   const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1]);
-  const batches = value("sequencer_batch_size_count");
-  if (!Number.isFinite(batches) || batches === 0) return undefined;
+  const counters = {
+    batches: value("sequencer_batch_size_count"),
+    events: value("sequencer_batch_size_sum"),
+    transactions: value("sequencer_transaction_duration_seconds_count"),
+    transactionS: value("sequencer_transaction_duration_seconds_sum"),
+  };
+  return Object.values(counters).every(Number.isFinite) ? counters : undefined;
+}
+
+/** Batch figures between two scrapes (from = nothing: since the process started). */
+export function batchStatsBetween(
+  from: BatchCounters | undefined,
+  to: BatchCounters,
+): BatchStats | undefined {
+  const batches = to.batches - (from?.batches ?? 0);
+  if (batches <= 0) return undefined;
+  const transactions = to.transactions - (from?.transactions ?? 0);
   return {
     batches,
-    meanBatchSize: value("sequencer_batch_size_sum") / batches,
+    meanBatchSize: (to.events - (from?.events ?? 0)) / batches,
     meanMs: {
-      transaction:
-        (1000 * value("sequencer_transaction_duration_seconds_sum")) /
-        value("sequencer_transaction_duration_seconds_count"),
+      transaction: (1000 * (to.transactionS - (from?.transactionS ?? 0))) / Math.max(1, transactions),
     },
   };
+}
+
+async function scrapeBatchStats(port: number): Promise<BatchStats | undefined> {
+  const counters = await scrapeBatchCounters(port);
+  return counters && batchStatsBetween(undefined, counters);
 }
 
 /** The naive loop's own NAIVE_STATS line (printed when it stops). */
@@ -326,18 +401,29 @@ async function preload(js: JetStreamClient, count: number): Promise<void> {
   await Promise.all(Array.from({ length: Math.min(2_000, count) }, worker));
 }
 
+/**
+ * A log a drain starts from instead of an empty one (the growth phase): its database, how many events it holds,
+ * and what leaves an empty SEQUENCE and a TRADING that matches the log (instead of deleting both streams).
+ */
+export type DrainBase = { databaseUrl: string; events: number; prepareStreams(): Promise<void> };
+
 export async function measureDrain(
   ctx: Ctx,
   variant: DrainVariant,
   profileDir?: string,
+  base?: DrainBase,
 ): Promise<DrainResult> {
   const n = ctx.opts.drainEvents;
-  await resetStreams(ctx.jsm);
-  await ensureTopology(ctx.jsm, TOPOLOGY);
+  const head = base?.events ?? 0;
+  if (base) await base.prepareStreams();
+  else {
+    await resetStreams(ctx.jsm);
+    await ensureTopology(ctx.jsm, topology(ctx));
+  }
   await preload(ctx.js, n);
   const stored = (await ctx.jsm.streams.info(INTAKE_STREAM)).state.messages;
   if (stored !== n) throw new Error(`preload stored ${stored} of ${n} events`);
-  const databaseUrl = await ctx.newDatabase();
+  const databaseUrl = base?.databaseUrl ?? (await ctx.newDatabase());
   const quietBefore = await quiet(ctx);
 
   const spawned = performance.now();
@@ -347,14 +433,18 @@ export async function measureDrain(
     variant === "ours"
       ? spawnService(
           "sequencer",
-          serviceEnv(ctx, { PORT: String(port), OPS_PORT: String(opsPort), DATABASE_URL: databaseUrl }),
+          serviceEnv(
+            ctx,
+            { PORT: String(port), OPS_PORT: String(opsPort), DATABASE_URL: databaseUrl },
+            "sequencer",
+          ),
           ctx.logDir,
           serviceFlags(ctx, profileDir),
         )
       : spawnBaseline(
           "naive-sequencer.ts",
           [],
-          { NATS_URL: ctx.natsUrl, DATABASE_URL: databaseUrl },
+          { NATS_URL: ctx.natsUrl, DATABASE_URL: databaseUrl, ...natsCredentials(ctx, "admin") },
           ctx.logDir,
         );
   try {
@@ -379,7 +469,7 @@ export async function measureDrain(
     const deadline = Date.now() + 60_000 + n; // ≥ 1000 events/s, or something is wrong
     for (;;) {
       alive();
-      if ((await ctx.jsm.streams.info(TRADING_STREAM)).state.last_seq >= n) break;
+      if ((await ctx.jsm.streams.info(TRADING_STREAM)).state.last_seq >= head + n) break;
       if (Date.now() > deadline) throw new Error(`${child.name}: drain did not finish\n${logTail(child)}`);
       await Bun.sleep(10);
     }
@@ -387,7 +477,7 @@ export async function measureDrain(
     // Not when profiling: a /metrics scrape would show up in the profile (prom-client's heap-space gauges).
     const scraped = variant === "ours" && !profileDir ? await scrapeBatchStats(opsPort) : undefined;
     const measured = await stopMeasured(child, meter);
-    await checkStored(databaseUrl, n, child);
+    await checkStored(databaseUrl, head + n, child);
     const batches = variant === "ours" ? scraped : naiveBatchStats(child);
     const result: DrainResult = {
       events: n,
@@ -458,7 +548,7 @@ async function scrapeMs(port: number): Promise<number> {
 }
 
 export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
-  await resetStreams(ctx.jsm);
+  await freshTopology(ctx);
   const databaseUrl = await ctx.newDatabase();
   const quietBefore = await quiet(ctx);
   const seqPort = await freePort();
@@ -466,12 +556,20 @@ export async function measureEndToEnd(ctx: Ctx): Promise<E2eResult> {
   const [seqOpsPort, apiOpsPort] = [await freePort(), await freePort()];
   const sequencer = spawnService(
     "sequencer",
-    serviceEnv(ctx, { PORT: String(seqPort), OPS_PORT: String(seqOpsPort), DATABASE_URL: databaseUrl }),
+    serviceEnv(
+      ctx,
+      { PORT: String(seqPort), OPS_PORT: String(seqOpsPort), DATABASE_URL: databaseUrl },
+      "sequencer",
+    ),
     ctx.logDir,
   );
   const api = spawnService(
     "api",
-    serviceEnv(ctx, { PORT: String(apiPort), OPS_PORT: String(apiOpsPort), DATABASE_URL: databaseUrl }),
+    serviceEnv(
+      ctx,
+      { PORT: String(apiPort), OPS_PORT: String(apiOpsPort), DATABASE_URL: databaseUrl },
+      "api",
+    ),
     ctx.logDir,
   );
   const arrivals = new Map<string, number>();

@@ -53,7 +53,7 @@ export function spawnChild(
 
 /** `sequencer serve --role <role>` as a child process. */
 export function spawnService(
-  role: "api" | "sequencer",
+  role: "api" | "sequencer" | "all",
   env: Record<string, string>,
   logDir: string,
   bunFlags: string[] = [],

@@ -16,7 +16,15 @@ import type { SequencedRecord } from "../../src/app/ports.ts";
 import { encodeSequencedEvent } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { CpuMeter, type CpuReport } from "./cpu.ts";
-import { type Ctx, type Quiet, quiet, readProfile, resetStreams, TOPOLOGY } from "./phases.ts";
+import {
+  type Ctx,
+  natsCredentials,
+  type Quiet,
+  quiet,
+  readProfile,
+  resetStreams,
+  topology,
+} from "./phases.ts";
 import { type Child, exitedOk, logTail, peakRssMb, spawnBaseline, spawnReplay } from "./processes.ts";
 import type { ProfileEntry } from "./profile.ts";
 
@@ -44,7 +52,7 @@ const FILL_BATCH = 1_000;
 export async function fillTrading(ctx: Ctx, count: number): Promise<number> {
   const started = performance.now();
   await resetStreams(ctx.jsm);
-  await ensureTopology(ctx.jsm, TOPOLOGY);
+  await ensureTopology(ctx.jsm, topology(ctx));
   const log = new JetStreamTradingLog(ctx.nc, ctx.js, ctx.jsm, 30_000);
   const ids = new SnowflakeGenerator(1001);
   const chain = new DigestChain();
@@ -123,7 +131,12 @@ function consumedCount(child: Child): number {
   return (JSON.parse(line) as { messages: number }).messages;
 }
 
-const readerEnv = (ctx: Ctx) => ({ NATS_URL: ctx.natsUrl, LOG_LEVEL: "warn" });
+/** Both readers connect as the reader user (on the bench's authenticated broker), as a downstream reader would. */
+const readerEnv = (ctx: Ctx) => ({
+  NATS_URL: ctx.natsUrl,
+  LOG_LEVEL: "warn",
+  ...natsCredentials(ctx, "reader"),
+});
 
 /** Replay and the raw ordered consumer over the same TRADING of `ctx.opts.replayEvents` events. */
 export async function measureReplay(ctx: Ctx): Promise<ReplayResult> {

@@ -3,6 +3,8 @@
  * side-by-side figures drift less than absolute ones), the flat `figures` map, the performance targets, and the table.
  */
 import type { DrainResult, E2eResult, IngestResult, RawResult } from "./phases.ts";
+import { isFailure, type PipelineResult } from "./pipeline.ts";
+import { TAIL_HTTP_P99_LIMIT_MS, TAIL_TO_TRADING_P99_LIMIT_MS } from "./pipeline-figures.ts";
 import type { ReplayResult } from "./replay.ts";
 import { clock, SOAK_GROWTH_LIMIT_PCT, type SoakResult } from "./soak.ts";
 import { median } from "./stats.ts";
@@ -13,6 +15,7 @@ export type RunResult = {
   drain?: { ours: DrainResult; naive: DrainResult };
   e2e?: E2eResult;
   replay?: ReplayResult;
+  pipeline?: PipelineResult;
 };
 
 export type Target = { name: string; value: number; target: string; met: boolean };
@@ -66,6 +69,7 @@ export function summarize(runs: RunResult[], e2eRate: number): Summary {
     "replay.events": med(runs, (r) => r.replay?.events),
     "replay.raw.eventsPerSec": med(runs, (r) => r.replay?.raw.eventsPerSec),
     "ratio.replayVsRaw": med(runs, (r) => r.replay && r.replay.ours.eventsPerSec / r.replay.raw.eventsPerSec),
+    ...pipelineFigures(runs),
     "rss.apiMb": max(runs.flatMap((r) => [r.ingest?.ours.rssMb, r.e2e?.rssMb.api])),
     "rss.sequencerMb": max(runs.flatMap((r) => [r.drain?.ours.rssMb, r.e2e?.rssMb.sequencer])),
   };
@@ -85,6 +89,7 @@ export function summarize(runs: RunResult[], e2eRate: number): Summary {
   add("replay ÷ raw ordered consumer", "ratio.replayVsRaw", "≥ 0.90×", (v) => v >= 0.9);
   // 1M events in under 8 s is 125k events/s; judged on the rate, so a smaller --replay-events run is comparable.
   add("replay events/s (1M < 8 s)", "replay.eventsPerSec", "≥ 125,000/s", (v) => v >= 125_000);
+  addPipelineTargets(figures, targets);
   add("peak RSS, API process", "rss.apiMb", "≤ 200 MB", (v) => v <= 200);
   add("peak RSS, sequencer process", "rss.sequencerMb", "≤ 200 MB", (v) => v <= 200);
   return { figures, targets };
@@ -185,6 +190,7 @@ export function renderTable(summary: Summary, header: string[], e2eRate: number,
       ],
     );
   }
+  if (f["pipeline.split.tradingPerSec"] !== undefined) rows.push(...pipelineRows(summary));
   if (f["rss.apiMb"] !== undefined) {
     rows.push(["peak RSS MB, API", int(f["rss.apiMb"]), "", "", verdict(summary, "peak RSS, API process")]);
   }
@@ -212,7 +218,7 @@ export function renderTable(summary: Summary, header: string[], e2eRate: number,
 }
 
 /** Rows of cells as aligned columns, a rule under the first; `right` says which columns are right-aligned. */
-function columns(rows: string[][], right: (col: number) => boolean): string[] {
+export function columns(rows: string[][], right: (col: number) => boolean): string[] {
   const widths = rows[0]?.map((_, col) => Math.max(...rows.map((row) => (row[col] ?? "").length))) ?? [];
   const line = (row: string[]) =>
     row
@@ -304,4 +310,127 @@ export function renderSoak(soak: SoakResult): string {
     "",
     ...checks,
   ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The pipeline phase (issue 17, targets 1–4): figures, targets and the main table's rows
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Issue 17's bounds for the pipeline phase. */
+export const PIPELINE_TARGETS = { vsIngest: 0.7, allVsSplit: 0.9, cpuUsPerEvent: 120 } as const;
+
+function pipelineFigures(runs: RunResult[]): Record<string, number | undefined> {
+  const all = (r: RunResult) => (r.pipeline && !isFailure(r.pipeline.all) ? r.pipeline.all : undefined);
+  return {
+    "pipeline.split.tradingPerSec": med(runs, (r) => r.pipeline?.split.tradingPerSec),
+    "pipeline.split.httpRps": med(runs, (r) => r.pipeline?.split.httpRps),
+    "pipeline.split.cpuUsPerEvent": med(runs, (r) => r.pipeline?.split.window.usPerEventSum),
+    "pipeline.all.tradingPerSec": med(runs, (r) => all(r)?.tradingPerSec),
+    "pipeline.all.cpuUsPerEvent": med(runs, (r) => all(r)?.window.usPerEventSum),
+    // Both ratios within a run: the two figures were measured minutes apart on the same machine.
+    "ratio.pipelineVsIngest": med(
+      runs,
+      (r) => r.pipeline && r.ingest && r.pipeline.split.tradingPerSec / r.ingest.ours.rps,
+    ),
+    "ratio.allVsSplit": med(runs, (r) => {
+      const a = all(r);
+      return a && r.pipeline && a.tradingPerSec / r.pipeline.split.tradingPerSec;
+    }),
+    "pipeline.tail.rate": med(runs, (r) => r.pipeline?.tail.rate),
+    "pipeline.tail.intervalS": med(runs, (r) => r.pipeline?.tail.intervalS),
+    "pipeline.tail.intervals": med(runs, (r) => r.pipeline?.tail.summary.intervals),
+    "pipeline.tail.worstHttpP99Ms": med(runs, (r) => r.pipeline?.tail.summary.worstHttpP99Ms),
+    "pipeline.tail.worstToTradingP99Ms": med(runs, (r) => r.pipeline?.tail.summary.worstToTradingP99Ms),
+    // Worst run: one run with an interval over the limit is a miss.
+    "pipeline.tail.httpIntervalsMissed": max(runs.map((r) => r.pipeline?.tail.summary.httpIntervalsMissed)),
+    "pipeline.tail.toTradingIntervalsMissed": max(
+      runs.map((r) => r.pipeline?.tail.summary.toTradingIntervalsMissed),
+    ),
+  };
+}
+
+/**
+ * The pipeline's targets. A ratio whose other side did not run (no ingest phase, role all failed) gets no entry:
+ * the table says n/a. A tail bound is met only when no interval missed it (an interval without a single answer
+ * has no p99 and counts as missed), not merely when the worst p99 that exists is within it.
+ */
+function addPipelineTargets(figures: Record<string, number>, targets: Target[]): void {
+  if (figures["pipeline.split.tradingPerSec"] === undefined) return;
+  const add = (name: string, key: string, target: string, met: (v: number) => boolean) => {
+    const value = figures[key] ?? Number.NaN;
+    targets.push({ name, value, target, met: Number.isFinite(value) && met(value) });
+  };
+  const { vsIngest, allVsSplit, cpuUsPerEvent } = PIPELINE_TARGETS;
+  if (figures["ratio.pipelineVsIngest"] !== undefined) {
+    add("pipeline ÷ ingest", "ratio.pipelineVsIngest", `≥ ${vsIngest.toFixed(2)}×`, (v) => v >= vsIngest);
+  }
+  if (figures["ratio.allVsSplit"] !== undefined) {
+    add("role all ÷ split", "ratio.allVsSplit", `≥ ${allVsSplit.toFixed(2)}×`, (v) => v >= allVsSplit);
+  }
+  add(
+    "CPU µs per sequenced event",
+    "pipeline.split.cpuUsPerEvent",
+    `≤ ${cpuUsPerEvent} µs`,
+    (v) => v <= cpuUsPerEvent,
+  );
+  const missed = (key: string) => figures[key] ?? 0;
+  add(
+    "tail HTTP p99, every interval",
+    "pipeline.tail.worstHttpP99Ms",
+    `≤ ${TAIL_HTTP_P99_LIMIT_MS} ms`,
+    (v) => v <= TAIL_HTTP_P99_LIMIT_MS && missed("pipeline.tail.httpIntervalsMissed") === 0,
+  );
+  add(
+    "tail accept→TRADING p99, every interval",
+    "pipeline.tail.worstToTradingP99Ms",
+    `≤ ${TAIL_TO_TRADING_P99_LIMIT_MS} ms`,
+    (v) => v <= TAIL_TO_TRADING_P99_LIMIT_MS && missed("pipeline.tail.toTradingIntervalsMissed") === 0,
+  );
+}
+
+function pipelineRows(summary: Summary): string[][] {
+  const f = summary.figures;
+  const na = (target: string) => `${target}  n/a`;
+  const ingest = f["ingest.ours.rps"];
+  const all = f["pipeline.all.tradingPerSec"];
+  const intervals = int(f["pipeline.tail.intervals"]);
+  const tail = `tail @ ${int(f["pipeline.tail.rate"])} req/s, worst ${int(f["pipeline.tail.intervalS"])}-s`;
+  return [
+    [
+      "pipeline events/s (api + sequencer)",
+      int(f["pipeline.split.tradingPerSec"]),
+      ingest === undefined ? "ingest not run" : `ingest (API alone) ${int(ingest)}`,
+      f["ratio.pipelineVsIngest"] === undefined ? "n/a" : ratio(f["ratio.pipelineVsIngest"]),
+      verdict(summary, "pipeline ÷ ingest") || na(`≥ ${PIPELINE_TARGETS.vsIngest.toFixed(2)}×`),
+    ],
+    ["pipeline HTTP req/s answered meanwhile", int(f["pipeline.split.httpRps"]), "", "", ""],
+    [
+      "pipeline events/s (serve --role all)",
+      all === undefined ? "failed" : int(all),
+      `split ${int(f["pipeline.split.tradingPerSec"])}`,
+      f["ratio.allVsSplit"] === undefined ? "n/a" : ratio(f["ratio.allVsSplit"]),
+      verdict(summary, "role all ÷ split") || na(`≥ ${PIPELINE_TARGETS.allVsSplit.toFixed(2)}×`),
+    ],
+    [
+      "CPU µs/event (api+seq+nats+pg)",
+      int(f["pipeline.split.cpuUsPerEvent"]),
+      `role all (all+nats+pg) ${int(f["pipeline.all.cpuUsPerEvent"])}`,
+      "",
+      verdict(summary, "CPU µs per sequenced event"),
+    ],
+    [
+      `${tail} HTTP p99 ms`,
+      ms(f["pipeline.tail.worstHttpP99Ms"]),
+      `${int(f["pipeline.tail.httpIntervalsMissed"])} of ${intervals} intervals missed`,
+      "",
+      verdict(summary, "tail HTTP p99, every interval"),
+    ],
+    [
+      `${tail} accept→TRADING p99 ms`,
+      ms(f["pipeline.tail.worstToTradingP99Ms"]),
+      `${int(f["pipeline.tail.toTradingIntervalsMissed"])} of ${intervals} intervals missed`,
+      "",
+      verdict(summary, "tail accept→TRADING p99, every interval"),
+    ],
+  ];
 }

@@ -1,23 +1,29 @@
-/**
- * The soak (`--only soak`; never part of a default run): the API and the sequencer as separate processes on an
- * authenticated broker, under an open-loop load at half the pipeline's sustained capacity for --soak-minutes,
- * with every process's memory sampled once per interval (a minute by default). What it answers: does a process keep
- * growing under a steady load it handles easily (a leak), does latency drift, and does every accepted order still
- * come out on TRADING exactly once, without gaps.
- */
-import { randomBytes } from "node:crypto";
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import postgres from "postgres";
-import { NATS_ROLES, passwordVariableOf, renderAuthorization } from "../../src/adapters/nats/permissions.ts";
-import { TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
-import { freePort, startNats } from "../services/local-services.ts";
-import { CpuMeter, type CpuReport, childPids, processCpuSeconds } from "./cpu.ts";
+import type { NatsRole } from "../../src/adapters/nats/permissions.ts";
+import { INTAKE_STREAM, SEQUENCER_CONSUMER, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
+import { freePort } from "../services/local-services.ts";
+import type { ALL_ROLE_USER } from "./broker-auth.ts";
+import { type CpuGroups, CpuMeter, type CpuReport, childPids, processCpuSeconds } from "./cpu.ts";
 import { runClosedLoad, runSoakLoad, type SoakAnswer } from "./loadgen/index.ts";
-import { type Ctx, quiet, resetStreams, serviceEnv, target } from "./phases.ts";
+import {
+  type BatchCounters,
+  type BatchStats,
+  batchStatsBetween,
+  type Ctx,
+  natsCredentials,
+  quiet,
+  resetStreams,
+  scrapeBatchCounters,
+  serviceEnv,
+  target,
+} from "./phases.ts";
+import { type CapacitySample, type WindowFigures, windowFigures } from "./pipeline-figures.ts";
 import {
   type Child,
   logTail,
+  machineCpu,
   provision,
   type Residency,
   residencyMb,
@@ -41,6 +47,13 @@ export type SoakCapacity = {
   httpRps: number;
   windowS: number;
   concurrency: number;
+  layout: Layout;
+  /** TRADING's growth and every process's CPU between the same two samples. */
+  window: WindowFigures;
+  /** The load generator's CPU over its whole run (warm-up included: it is not sampled), % of one core. */
+  loadgenCorePct: number;
+  /** The sequencer's batches in the window (from its /metrics): how many, how big, mean commit time. */
+  batches?: BatchStats;
 };
 
 export type SoakRow = {
@@ -56,7 +69,9 @@ export type SoakRow = {
   /** Events that arrived on the TRADING subscriber during the interval. */
   sequenced: number;
   /** From the due time to the answer, every answered request. */
+  httpP50Ms: number;
   httpP99Ms: number;
+  httpMaxMs: number;
   /** From the 2xx answer to the event's arrival on the TRADING subscriber. */
   toTradingP50Ms: number;
   toTradingP99Ms: number;
@@ -109,10 +124,11 @@ export type SoakResult = {
 // The broker and the pipeline
 // ---------------------------------------------------------------------------------------------------------------
 
-type Role = "api" | "sequencer" | "admin";
+/** The service's roles, and `all`: the user `serve --role all` connects as (broker-auth.ts). */
+type Role = NatsRole | typeof ALL_ROLE_USER;
 
 /** The broker the soak runs on, and the bench's own (admin) connection to it. */
-type Broker = {
+export type Broker = {
   url: string;
   nc: NatsConnection;
   jsm: JetStreamManager;
@@ -126,54 +142,23 @@ type Broker = {
 };
 
 /**
- * Its own nats-server, started as the bench starts one (file store in a temp dir) but with the service's per-role
- * users and permissions (renderAuthorization, the table deploy/nats-auth.conf is generated from), so the soak runs
- * the way a deployment does. With NATS_URL the bench cannot add users: it runs there, unauthenticated, as the
- * other phases do, and says so.
+ * The broker the soak and the pipeline phase run on: the bench's own (broker.ts: per-role users and permissions,
+ * plus the `all` user a `serve --role all` deployment needs), as every phase does; on NATS_URL, unauthenticated.
  */
-async function startBroker(ctx: Ctx): Promise<Broker> {
-  if (process.env.NATS_URL) {
-    return {
-      url: ctx.natsUrl,
-      nc: ctx.nc,
-      jsm: ctx.jsm,
-      credentials: () => ({}),
-      authenticated: false,
-      pid: undefined,
-      description: "NATS_URL, without authentication (as the other phases)",
-      stop: async () => {},
-    };
-  }
-  // A letter first, as embedded-nats.ts does: nats-server parses the variable's value as config, and hex that
-  // starts with digits can be read as a number and refused ("variable reference … could not be parsed").
-  const passwords = Object.fromEntries(
-    NATS_ROLES.map((role) => [role, `p${randomBytes(24).toString("hex")}`]),
-  );
-  const before = new Set(childPids(process.pid, "nats-server"));
-  const server = await startNats({
-    config: renderAuthorization(),
-    env: Object.fromEntries(NATS_ROLES.map((role) => [passwordVariableOf(role), passwords[role] as string])),
-  });
-  const pid = childPids(process.pid, "nats-server").find((p) => !before.has(p));
-  const nc = await connect({
-    servers: server.url,
-    user: "admin",
-    pass: passwords.admin as string,
-    noAsyncTraces: true,
-  });
+export async function startBroker(ctx: Ctx): Promise<Broker> {
+  const authenticated = ctx.natsAuth !== undefined;
   return {
-    url: server.url,
-    nc,
-    jsm: await jetstreamManager(nc),
-    credentials: (role) => ({ NATS_USER: role, NATS_PASSWORD: passwords[role] as string }),
-    authenticated: true,
-    pid,
-    description:
-      "own nats-server with per-role users and permissions (api, sequencer; topology by `sequencer provision` as admin)",
-    async stop() {
-      await nc.close();
-      await server.stop();
-    },
+    url: ctx.natsUrl,
+    nc: ctx.nc,
+    jsm: ctx.jsm,
+    credentials: (role) => natsCredentials(ctx, role),
+    authenticated,
+    pid: ctx.natsPid,
+    description: authenticated
+      ? "the bench's nats-server with per-role users and permissions (api, sequencer, or `all` = api ∪ sequencer for serve --role all; topology by `sequencer provision` as admin)"
+      : "NATS_URL, without authentication (the bench cannot add users there)",
+    // The bench's own server: stopped at the end of the run, not by a phase.
+    stop: async () => {},
   };
 }
 
@@ -185,26 +170,53 @@ async function freshStreams(ctx: Ctx, broker: Broker): Promise<void> {
   }
 }
 
-type Pipeline = { api: Child; sequencer: Child; apiPort: number };
+/** `serve --role api` + `serve --role sequencer` (how compose deploys it), or one `serve --role all` process. */
+export type Layout = "split" | "all";
 
-/** `serve --role sequencer` and `serve --role api` on one database, as the end-to-end phase starts them. */
-async function startPipeline(ctx: Ctx, broker: Broker, databaseUrl: string): Promise<Pipeline> {
-  const env = async (role: "api" | "sequencer", port: number) =>
-    serviceEnv(ctx, {
+/** The service processes by name (api, sequencer; or all), in the order they stop: the API first. */
+type Pipeline = {
+  services: Record<string, Child>;
+  apiPort: number;
+  /** Each process's ops listener (/metrics), by role. */
+  opsPorts: Record<string, number>;
+};
+
+/** The service on one database, as the end-to-end phase starts it (split), or as one process (all). */
+async function startPipeline(
+  ctx: Ctx,
+  broker: Broker,
+  databaseUrl: string,
+  layout: Layout = "split",
+): Promise<Pipeline> {
+  const opsPorts: Record<string, number> = {};
+  const env = async (role: "api" | "sequencer" | "all", port: number) => {
+    opsPorts[role] = await freePort();
+    return serviceEnv(ctx, {
       NATS_URL: broker.url,
       ...broker.credentials(role),
       PORT: String(port),
-      OPS_PORT: String(await freePort()),
+      OPS_PORT: String(opsPorts[role]),
       DATABASE_URL: databaseUrl,
     });
-  const seqPort = await freePort();
+  };
+  // --service-bun-flag reaches these processes too (a profiler, a preloaded probe), as it does the other phases'.
+  const flags = ctx.opts.serviceBunFlags;
   const apiPort = await freePort();
-  const sequencer = spawnService("sequencer", await env("sequencer", seqPort), ctx.logDir);
-  const api = spawnService("api", await env("api", apiPort), ctx.logDir);
-  const pipeline = { api, sequencer, apiPort };
+  const ready: [Child, number][] = [];
+  const services: Record<string, Child> = {};
+  if (layout === "all") {
+    services.all = spawnService("all", await env("all", apiPort), ctx.logDir, flags);
+    ready.push([services.all, apiPort]);
+  } else {
+    const seqPort = await freePort();
+    const sequencer = spawnService("sequencer", await env("sequencer", seqPort), ctx.logDir, flags);
+    services.api = spawnService("api", await env("api", apiPort), ctx.logDir, flags);
+    services.sequencer = sequencer;
+    ready.push([services.api, apiPort], [sequencer, seqPort]);
+  }
+  const pipeline = { services, apiPort, opsPorts };
   try {
-    await waitReady(api, `http://127.0.0.1:${apiPort}/readyz`);
-    await waitReady(sequencer, `http://127.0.0.1:${seqPort}/readyz`);
+    for (const [child, port] of ready) await waitReady(child, `http://127.0.0.1:${port}/readyz`);
   } catch (error) {
     await stopPipeline(pipeline);
     throw error;
@@ -213,16 +225,25 @@ async function startPipeline(ctx: Ctx, broker: Broker, databaseUrl: string): Pro
 }
 
 async function stopPipeline(p: Pipeline): Promise<void> {
-  await stopChild(p.api);
-  await stopChild(p.sequencer);
+  for (const child of Object.values(p.services)) await stopChild(child);
 }
 
 function assertAlive(p: Pipeline): void {
-  for (const child of [p.api, p.sequencer]) {
+  for (const child of Object.values(p.services)) {
     if (child.proc.exitCode !== null) {
-      throw new Error(`${child.name} exited with ${child.proc.exitCode} during the soak:\n${logTail(child)}`);
+      throw new Error(`${child.name} exited with ${child.proc.exitCode} under load:\n${logTail(child)}`);
     }
   }
+}
+
+/** CPU readers for the service's processes, nats-server (when it runs here) and PostgreSQL (when it does). */
+function cpuGroups(ctx: Ctx, broker: Broker, p: Pipeline): CpuGroups {
+  const groups: CpuGroups = {};
+  for (const [name, child] of Object.entries(p.services)) groups[name] = () => processCpuSeconds(child.pid);
+  const natsPid = broker.pid;
+  if (natsPid) groups.nats = () => processCpuSeconds(natsPid);
+  if (ctx.infraCpu.postgres) groups.postgres = ctx.infraCpu.postgres;
+  return groups;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -230,48 +251,84 @@ function assertAlive(p: Pipeline): void {
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
- * A closed loop at --concurrency against the whole pipeline; the capacity is the rate TRADING grows at after the
+ * A closed loop at `concurrency` against the whole pipeline; the capacity is the rate TRADING grows at after the
  * warm-up (polled every 250 ms), not the rate the API answers: when the sequencer falls behind, the API's extra
- * answers only build a backlog. Its own processes and database, stopped before the soak starts clean.
+ * answers only build a backlog. Each poll also reads every process's CPU, so the CPU per sequenced event covers
+ * exactly the window the rate does. Its own processes and database, stopped before anything else starts clean.
  */
-async function measureCapacity(ctx: Ctx, broker: Broker): Promise<SoakCapacity> {
+export async function measureCapacity(
+  ctx: Ctx,
+  broker: Broker,
+  options: { layout: Layout; warmupMs: number; durationMs: number },
+): Promise<SoakCapacity> {
+  const { layout, warmupMs, durationMs } = options;
+  const { concurrency } = ctx.opts;
   await freshStreams(ctx, broker);
   const databaseUrl = await ctx.newDatabase();
   await quiet(ctx);
-  const pipeline = await startPipeline(ctx, broker, databaseUrl);
+  const pipeline = await startPipeline(ctx, broker, databaseUrl, layout);
   try {
-    const samples: [number, number][] = [];
+    const groups = Object.entries(cpuGroups(ctx, broker, pipeline));
+    const samples: CapacitySample[] = [];
     let sampling = true;
+    // BENCH_TRACE=1: a line per sample on stderr with the sequencer consumer's state (what the sequencer waits for).
+    const trace = process.env.BENCH_TRACE === "1";
     const sampler = (async () => {
       while (sampling) {
         const info = await broker.jsm.streams.info(TRADING_STREAM);
-        samples.push([performance.now(), info.state.last_seq]);
+        if (trace) {
+          const c = await broker.jsm.consumers.info(INTAKE_STREAM, SEQUENCER_CONSUMER);
+          process.stderr.write(
+            `trace ${(performance.now() / 1000).toFixed(2)} trading=${info.state.last_seq} backlog=${c.num_pending} ackPending=${c.num_ack_pending} waiting=${c.num_waiting} redelivered=${c.num_redelivered}\n`,
+          );
+        }
+        samples.push({
+          atMs: performance.now(),
+          tradingLastSeq: info.state.last_seq,
+          cpuS: Object.fromEntries(groups.map(([name, read]) => [name, read()])),
+          machine: machineCpu(),
+        });
         await Bun.sleep(250);
       }
     })();
-    const { soakCapacityWarmupMs: warmupMs, soakCapacityMs: durationMs, concurrency } = ctx.opts;
+    // The sequencer's batches over (about) the same window: how big they were and how long each commit took.
+    const opsPort = pipeline.opsPorts.sequencer ?? pipeline.opsPorts.all;
+    let batchesAtStart: Promise<BatchCounters | undefined> = Promise.resolve(undefined);
     const started = performance.now();
+    const startScrape = setTimeout(() => {
+      if (opsPort) batchesAtStart = scrapeBatchCounters(opsPort);
+    }, warmupMs + 250);
     const load = await runClosedLoad(ctx.generator, target(ctx, pipeline.apiPort), {
       concurrency,
       warmupMs,
       durationMs,
     }).finally(() => {
       sampling = false;
+      clearTimeout(startScrape);
     });
+    const batchesAtEnd = opsPort ? await scrapeBatchCounters(opsPort) : undefined;
+    const from = await batchesAtStart;
+    const batches = from && batchesAtEnd ? batchStatsBetween(from, batchesAtEnd) : undefined;
     await sampler;
+    assertAlive(pipeline);
     // The generator starts a little after `started`; its measured window is at least this one.
-    const from = started + warmupMs + 250;
-    const to = started + warmupMs + durationMs;
-    const window = samples.filter(([at]) => at >= from && at <= to);
-    const first = window[0];
-    const last = window[window.length - 1];
-    if (!first || !last || last[0] <= first[0])
-      throw new Error("soak capacity: no TRADING samples in the window");
-    const windowS = (last[0] - first[0]) / 1000;
-    if (last[1] <= first[1]) {
-      throw new Error(`soak capacity: TRADING did not grow under load\n${logTail(pipeline.sequencer)}`);
+    const window = windowFigures(samples, started + warmupMs + 250, started + warmupMs + durationMs);
+    if (window.events <= 0) {
+      const sequencer = pipeline.services.sequencer ?? pipeline.services.all;
+      throw new Error(
+        `capacity (${layout}): TRADING did not grow under load\n${sequencer ? logTail(sequencer) : ""}`,
+      );
     }
-    return { tradingPerSec: (last[1] - first[1]) / windowS, httpRps: load.rps, windowS, concurrency };
+    return {
+      tradingPerSec: window.tradingPerSec,
+      httpRps: load.rps,
+      windowS: window.windowS,
+      concurrency,
+      layout,
+      window,
+      loadgenCorePct: (100 * (load.generatorCpuS ?? 0)) / ((warmupMs + durationMs) / 1000),
+      ...(batches ? { batches } : {}),
+    };
   } finally {
     await stopPipeline(pipeline);
   }
@@ -311,10 +368,8 @@ function processMemory(pid: number): MemoryReader {
 }
 
 function memoryReaders(ctx: Ctx, broker: Broker, p: Pipeline): Record<string, MemoryReader> {
-  const readers: Record<string, MemoryReader> = {
-    api: processMemory(p.api.pid),
-    sequencer: processMemory(p.sequencer.pid),
-  };
+  const readers: Record<string, MemoryReader> = {};
+  for (const [name, child] of Object.entries(p.services)) readers[name] = processMemory(child.pid);
   if (broker.pid) readers.nats = processMemory(broker.pid);
   if (ctx.postmasterPid) readers.postgres = postgresMemory(ctx.postmasterPid);
   return readers;
@@ -479,7 +534,9 @@ class SoakRecorder {
       failed: b.failed,
       skipped: b.skipped,
       sequenced: b.sequenced,
+      httpP50Ms: percentile(http, 50),
       httpP99Ms: percentile(http, 99),
+      httpMaxMs: http.length ? (http[http.length - 1] as number) : Number.NaN,
       toTradingP50Ms: percentile(toTrading, 50),
       toTradingP99Ms: percentile(toTrading, 99),
       toTradingMaxMs: toTrading.length ? (toTrading[toTrading.length - 1] as number) : Number.NaN,
@@ -488,12 +545,12 @@ class SoakRecorder {
   }
 }
 
-/** One live line per interval while the soak runs (the table at the end has the settled figures). */
-function liveNote(row: SoakRow): string {
+/** One live line per interval while the load runs (the table at the end has the settled figures). */
+function liveNote(label: string, row: SoakRow): string {
   const rss = Object.entries(row.rssMb)
     .map(([name, mb]) => `${name} ${mb.toFixed(0)}`)
     .join(", ");
-  return `soak ${clock(row.atS)}: RSS MB ${rss}; ${row.accepted.toLocaleString("en-US")} accepted, ${row.sequenced.toLocaleString("en-US")} sequenced; HTTP p99 ${row.httpP99Ms.toFixed(1)} ms, accept→TRADING p99 ${row.toTradingP99Ms.toFixed(1)} ms (so far)`;
+  return `${label} ${clock(row.atS)}: RSS MB ${rss}; ${row.accepted.toLocaleString("en-US")} accepted, ${row.sequenced.toLocaleString("en-US")} sequenced; HTTP p99 ${row.httpP99Ms.toFixed(1)} ms, accept→TRADING p99 ${row.toTradingP99Ms.toFixed(1)} ms (so far)`;
 }
 
 export function clock(seconds: number): string {
@@ -507,6 +564,7 @@ export function clock(seconds: number): string {
  */
 async function sampleEachInterval(
   ctx: Ctx,
+  label: string,
   rec: SoakRecorder,
   pipeline: Pipeline,
   readers: Record<string, MemoryReader>,
@@ -523,7 +581,7 @@ async function sampleEachInterval(
       if (m) bucket.rssMb[name] = m.mb;
       if (m?.postgres) postgresSamples.push(m.postgres);
     }
-    const note = () => ctx.progress.note(liveNote(rec.row(i)));
+    const note = () => ctx.progress.note(liveNote(label, rec.row(i)));
     if (i < last) setTimeout(note, 1_000);
     else await Bun.sleep(1_000).then(note);
   }
@@ -594,10 +652,95 @@ async function soakRate(
   ctx.progress.step(
     `soak: sustained capacity, closed loop at ${concurrency} conns for ${soakCapacityMs / 1000} s`,
   );
-  const capacity = await measureCapacity(ctx, broker);
+  const capacity = await measureCapacity(ctx, broker, {
+    layout: "split",
+    warmupMs: ctx.opts.soakCapacityWarmupMs,
+    durationMs: soakCapacityMs,
+  });
   const rate = Math.max(1, Math.round(capacity.tradingPerSec / 2));
   const rateSource = `half the sustained capacity: TRADING kept up with ${Math.round(capacity.tradingPerSec).toLocaleString("en-US")} events/s over ${capacity.windowS.toFixed(0)} s of a ${capacity.concurrency}-connection closed loop (API answered ${Math.round(capacity.httpRps).toLocaleString("en-US")} req/s)`;
   return { rate, rateSource, capacity };
+}
+
+/** What an open-loop run (the soak's, the pipeline phase's tail) saw: a row per interval, the outcome, the CPU. */
+export type OpenLoopRun = {
+  rows: SoakRow[];
+  checks: SoakCheck[];
+  totals: SoakResult["totals"];
+  postgresSamples: PostgresMemory[];
+  cpu: CpuReport;
+};
+
+/**
+ * The split pipeline on fresh streams and a fresh database under an open loop at `rate` for `durationMs`, a row
+ * per `intervalMs` (`label` heads the live lines); then up to SETTLE_MS for accepted orders still on their way, and
+ * the outcome checks G1–G4.
+ */
+export async function runOpenLoop(
+  ctx: Ctx,
+  broker: Broker,
+  options: { rate: number; durationMs: number; intervalMs: number; label: string },
+): Promise<OpenLoopRun> {
+  const { rate, durationMs, intervalMs, label } = options;
+  await freshStreams(ctx, broker);
+  const databaseUrl = await ctx.newDatabase();
+  await quiet(ctx);
+  const pipeline = await startPipeline(ctx, broker, databaseUrl);
+  const rec = new SoakRecorder(intervalMs, durationMs);
+  const sub = broker.nc.subscribe("trading.>", {
+    callback: (_error, msg) => {
+      const at = wallMs();
+      const event = msg.json() as { referenceId?: string; sequenceId?: string };
+      if (event.referenceId) rec.onTrading(event.referenceId, Number(event.sequenceId), at);
+    },
+  });
+  try {
+    const readers = memoryReaders(ctx, broker, pipeline);
+    const postgresSamples: PostgresMemory[] = [];
+    const meter = new CpuMeter(cpuGroups(ctx, broker, pipeline));
+    // A service that dies stops the generator at once, and the sampler's error is the one reported.
+    const failed = new AbortController();
+    let sampled: Promise<void> = Promise.resolve();
+    const load = await runSoakLoad(
+      target(ctx, pipeline.apiPort),
+      { rate, maxInFlight: SOAK_MAX_IN_FLIGHT, durationMs, signal: failed.signal },
+      {
+        onStart: (startMs) => {
+          rec.start = startMs;
+          sampled = sampleEachInterval(ctx, label, rec, pipeline, readers, postgresSamples);
+          sampled.catch(() => failed.abort());
+        },
+        onAnswer: (answer) => rec.onAnswer(answer),
+      },
+    ).catch(async (error: unknown) => {
+      await sampled;
+      throw error;
+    });
+    await sampled;
+    const cpu = meter.stop({ loadgen: load.generatorCpuS });
+    const settleDeadline = Date.now() + SETTLE_MS;
+    while (rec.awaitingCount > 0 && Date.now() < settleDeadline) await Bun.sleep(100);
+    const checks = await checkOutcome(databaseUrl, broker, rec);
+    const rows = rec.buckets.map((_, i) => rec.row(i));
+    const total = (pick: (r: SoakRow) => number) => rows.reduce((s, r) => s + pick(r), 0);
+    return {
+      rows,
+      checks,
+      totals: {
+        due: total((r) => r.accepted + r.non2xx + r.failed + r.skipped),
+        accepted: total((r) => r.accepted),
+        non2xx: total((r) => r.non2xx),
+        failed: total((r) => r.failed),
+        skipped: total((r) => r.skipped),
+        sequencedAfterEnd: rec.sequencedAfterEnd,
+      },
+      postgresSamples,
+      cpu,
+    };
+  } finally {
+    sub.unsubscribe();
+    await stopPipeline(pipeline);
+  }
 }
 
 export async function measureSoak(ctx: Ctx): Promise<SoakResult> {
@@ -610,77 +753,21 @@ export async function measureSoak(ctx: Ctx): Promise<SoakResult> {
     ctx.progress.step(
       `soak: ${ctx.opts.soakMinutes} min at ${rate.toLocaleString("en-US")} req/s open loop, a row per ${intervalMs / 1000} s`,
     );
-    await freshStreams(ctx, broker);
-    const databaseUrl = await ctx.newDatabase();
-    await quiet(ctx);
-    const pipeline = await startPipeline(ctx, broker, databaseUrl);
-    const rec = new SoakRecorder(intervalMs, durationMs);
-    const sub = broker.nc.subscribe("trading.>", {
-      callback: (_error, msg) => {
-        const at = wallMs();
-        const event = msg.json() as { referenceId?: string; sequenceId?: string };
-        if (event.referenceId) rec.onTrading(event.referenceId, Number(event.sequenceId), at);
-      },
-    });
-    try {
-      const readers = memoryReaders(ctx, broker, pipeline);
-      const postgresSamples: PostgresMemory[] = [];
-      const meter = new CpuMeter({
-        api: () => processCpuSeconds(pipeline.api.pid),
-        sequencer: () => processCpuSeconds(pipeline.sequencer.pid),
-        ...(broker.pid ? { nats: () => processCpuSeconds(broker.pid as number) } : {}),
-        ...(ctx.infraCpu.postgres ? { postgres: ctx.infraCpu.postgres } : {}),
-      });
-      // A service that dies stops the generator at once, and the sampler's error is the one reported.
-      const failed = new AbortController();
-      let sampled: Promise<void> = Promise.resolve();
-      const load = await runSoakLoad(
-        target(ctx, pipeline.apiPort),
-        { rate, maxInFlight: SOAK_MAX_IN_FLIGHT, durationMs, signal: failed.signal },
-        {
-          onStart: (startMs) => {
-            rec.start = startMs;
-            sampled = sampleEachInterval(ctx, rec, pipeline, readers, postgresSamples);
-            sampled.catch(() => failed.abort());
-          },
-          onAnswer: (answer) => rec.onAnswer(answer),
-        },
-      ).catch(async (error: unknown) => {
-        await sampled;
-        throw error;
-      });
-      await sampled;
-      const cpu = meter.stop({ loadgen: load.generatorCpuS });
-      const settleDeadline = Date.now() + SETTLE_MS;
-      while (rec.awaitingCount > 0 && Date.now() < settleDeadline) await Bun.sleep(100);
-      const checks = await checkOutcome(databaseUrl, broker, rec);
-      const rows = rec.buckets.map((_, i) => rec.row(i));
-      const total = (pick: (r: SoakRow) => number) => rows.reduce((s, r) => s + pick(r), 0);
-      return {
-        rate,
-        rateSource,
-        ...(capacity ? { capacity } : {}),
-        minutes: ctx.opts.soakMinutes,
-        intervalS: intervalMs / 1000,
-        broker: broker.description,
-        rows,
-        trends: trends(rows),
-        checks,
-        totals: {
-          due: total((r) => r.accepted + r.non2xx + r.failed + r.skipped),
-          accepted: total((r) => r.accepted),
-          non2xx: total((r) => r.non2xx),
-          failed: total((r) => r.failed),
-          skipped: total((r) => r.skipped),
-          sequencedAfterEnd: rec.sequencedAfterEnd,
-        },
-        postgresSamples,
-        cpu,
-      };
-    } finally {
-      sub.unsubscribe();
-      await stopPipeline(pipeline);
-    }
+    const run = await runOpenLoop(ctx, broker, { rate, durationMs, intervalMs, label: "soak" });
+    return {
+      rate,
+      rateSource,
+      ...(capacity ? { capacity } : {}),
+      minutes: ctx.opts.soakMinutes,
+      intervalS: intervalMs / 1000,
+      broker: broker.description,
+      rows: run.rows,
+      trends: trends(run.rows),
+      checks: run.checks,
+      totals: run.totals,
+      postgresSamples: run.postgresSamples,
+      cpu: run.cpu,
+    };
   } finally {
     await resetStreams(broker.jsm).catch(() => {});
     await broker.stop();

@@ -1,18 +1,18 @@
 /**
  * Baseline (a), the floor of our architecture: a bare Elysia handler that only publishes the order to JetStream
  * with a msgID and answers 202 after the PubAck. No auth, no validation, no idempotency, no metrics.
- * Env: PORT, NATS_URL. Stream BENCH_BARE (file storage, like SEQUENCE), subjects benchbare.>.
+ * Env: PORT, NATS_URL (NATS_USER + NATS_PASSWORD on the bench's authenticated broker). Stream BENCH_BARE (file storage, like SEQUENCE), subjects benchbare.>.
  */
 import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect, nanos } from "@nats-io/transport-node";
 import { Elysia } from "elysia";
-import { exitWithParent, fail, requireEnv } from "./common.ts";
+import { exitWithParent, fail, natsUserFromEnv, requireEnv } from "./common.ts";
 
 export const BARE_STREAM = "BENCH_BARE";
 
 async function main(): Promise<void> {
   exitWithParent();
-  const nc = await connect({ servers: requireEnv("NATS_URL") });
+  const nc = await connect({ servers: requireEnv("NATS_URL"), ...natsUserFromEnv() });
   const jsm = await jetstreamManager(nc);
   await jsm.streams.delete(BARE_STREAM).catch(() => false);
   await jsm.streams.add({

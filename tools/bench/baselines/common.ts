@@ -7,6 +7,12 @@ export function requireEnv(name: string): string {
   return value;
 }
 
+/** NATS_USER / NATS_PASSWORD when the bench's broker is authenticated (it passes the admin user's), else nothing. */
+export function natsUserFromEnv(): { user: string; pass: string } | Record<string, never> {
+  const user = process.env.NATS_USER;
+  return user ? { user, pass: requireEnv("NATS_PASSWORD") } : {};
+}
+
 /** Exit if the bench that started us is gone (we were re-parented to init). */
 export function exitWithParent(): void {
   setInterval(() => process.ppid === 1 && process.exit(3), 1_000).unref();

@@ -8,7 +8,7 @@
  *
  * Same guarantees as the real sequencer in normal operation (it has no crash recovery: it is a yardstick). It
  * reuses the domain codec and DrizzleEventStore, not the Sequencer class. Runs until SIGTERM.
- * Env: NATS_URL, DATABASE_URL (a fresh database; migrated here). SEQUENCE/TRADING must exist (ensureTopology).
+ * Env: NATS_URL (NATS_USER + NATS_PASSWORD on an authenticated broker), DATABASE_URL (a fresh database; migrated here). SEQUENCE/TRADING must exist (ensureTopology).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,13 +21,13 @@ import { DigestChain } from "../../../src/app/log-digest.ts";
 import type { RejectedMessage, StoredEvent } from "../../../src/app/ports.ts";
 import { decodeIntakeEvent, encodeSequencedEvent, type IntakeEvent } from "../../../src/domain/events.ts";
 import { sequenceBatch } from "../../../src/domain/sequencing.ts";
-import { exitWithParent, fail, requireEnv } from "./common.ts";
+import { exitWithParent, fail, natsUserFromEnv, requireEnv } from "./common.ts";
 
 const BATCH = 1000;
 
 async function main(): Promise<void> {
   exitWithParent();
-  const nc = await connect({ servers: requireEnv("NATS_URL") });
+  const nc = await connect({ servers: requireEnv("NATS_URL"), ...natsUserFromEnv() });
   const js = jetstream(nc);
   const database = await openDatabase({
     url: requireEnv("DATABASE_URL"),

@@ -7,7 +7,7 @@
  */
 import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { connect, nanos } from "@nats-io/transport-node";
-import { exitWithParent, fail, requireEnv, samplePayload } from "./common.ts";
+import { exitWithParent, fail, natsUserFromEnv, requireEnv, samplePayload } from "./common.ts";
 
 const STREAM = "BENCH_RAW";
 
@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   const messages = Number(process.argv[2] ?? 100_000);
   const inFlight = Number(process.argv[3] ?? 2_000);
   const noAsyncTraces = process.argv.includes("--no-async-traces");
-  const nc = await connect({ servers: requireEnv("NATS_URL"), noAsyncTraces });
+  const nc = await connect({ servers: requireEnv("NATS_URL"), noAsyncTraces, ...natsUserFromEnv() });
   const jsm = await jetstreamManager(nc);
   await jsm.streams.delete(STREAM).catch(() => false);
   await jsm.streams.add({
