@@ -63,6 +63,8 @@ function charts(stdout: string, jsonPath: string): { throughput: string; latency
   return { throughput, latency };
 }
 
+type TailOutcome = { warmup: { accepted: number }; checks: { name: string; ok: boolean }[] };
+
 /** `npm run bench -- <args> --json <jsonPath>`, killed after timeoutMs; throws with both outputs on a non-zero exit. */
 async function bench(
   args: string[],
@@ -143,6 +145,15 @@ test.skipIf(onPglite)(
     expect(json.targets.length).toBeGreaterThanOrEqual(9);
     expect(json.targets.every((t) => typeof t.met === "boolean")).toBe(true);
     expect(json.runs.length).toBe(1);
+    // The tail's outcome checks hold with its warm-up load counted in them (and in no row).
+    const tail = (json.runs[0] as { pipeline: { tail: TailOutcome } }).pipeline.tail;
+    expect(tail.warmup.accepted).toBeGreaterThan(0);
+    expect(tail.checks.map((c) => [c.name, c.ok])).toEqual([
+      ["G1 no loss", true],
+      ["G2 no duplicates", true],
+      ["G3 no gaps", true],
+      ["G4 no phantom", true],
+    ]);
 
     // The charts: every phase's bars with its baselines, and the end-to-end run's latency per second.
     const { throughput, latency } = charts(stdout, jsonPath);

@@ -105,7 +105,14 @@ export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResul
     ctx.progress.step(
       `pipeline: tail, ${ctx.opts.tailMinutes} min open loop at ${fmt(rate)} req/s (half of split), a row per ${intervalMs / 1000} s${tag}`,
     );
-    const run = await runOpenLoop(ctx, broker, { rate, durationMs, intervalMs, label: "tail" });
+    // The same warm-up the closed loops get: fresh processes are still compiling their hot paths at first.
+    const run = await runOpenLoop(ctx, broker, {
+      rate,
+      durationMs,
+      intervalMs,
+      label: "tail",
+      warmupMs: ctx.opts.warmupMs,
+    });
     const summary = tailSummary(run.rows);
     ctx.progress.note(
       `pipeline tail: worst interval HTTP p99 ${summary.worstHttpP99Ms.toFixed(1)} ms, accept→TRADING p99 ${summary.worstToTradingP99Ms.toFixed(1)} ms; ${run.checks.filter((c) => !c.ok).length} of ${run.checks.length} outcome checks failed`,

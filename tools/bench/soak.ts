@@ -443,6 +443,11 @@ const emptyBucket = (): Bucket => ({
 class SoakRecorder {
   start = Number.NaN;
   readonly buckets: Bucket[];
+  /**
+   * Requests due in the first warmupMs, before the rows start: freshly started processes are still compiling their
+   * hot paths (their first second's event loop stalls 70–250 ms). Counted in the outcome checks, not in any row.
+   */
+  readonly warmup: Bucket = emptyBucket();
   sequencedAfterEnd = 0;
   /** Sequence ids delivered to the subscriber more than once (a re-publish; the stream itself dedups by msg id). */
   redelivered = 0;
@@ -453,17 +458,28 @@ class SoakRecorder {
   constructor(
     readonly intervalMs: number,
     readonly durationMs: number,
+    readonly warmupMs = 0,
   ) {
     this.buckets = Array.from({ length: Math.ceil(durationMs / intervalMs) }, emptyBucket);
   }
 
+  /** The row bucket a moment falls in; −1 for the warm-up. */
   private bucketAt(wallMsAt: number): number {
-    return Math.floor((wallMsAt - this.start) / this.intervalMs);
+    return Math.max(-1, Math.floor((wallMsAt - this.start - this.warmupMs) / this.intervalMs));
+  }
+
+  private bucket(index: number): Bucket {
+    return index < 0 ? this.warmup : (this.buckets[index] as Bucket);
+  }
+
+  /** The warm-up and every row: what the outcome checks add up. */
+  get allBuckets(): Bucket[] {
+    return [this.warmup, ...this.buckets];
   }
 
   onAnswer(a: SoakAnswer): void {
-    const index = Math.min(this.buckets.length - 1, Math.max(0, this.bucketAt(a.dueMs)));
-    const b = this.buckets[index] as Bucket;
+    const index = Math.min(this.buckets.length - 1, this.bucketAt(a.dueMs));
+    const b = this.bucket(index);
     if (a.status === -1) b.skipped++;
     else if (a.status === 0) b.failed++;
     else b.http.push(a.answeredMs - a.dueMs);
@@ -485,12 +501,12 @@ class SoakRecorder {
     this.markSeen(sequenceId);
     const index = this.bucketAt(arrivedMs);
     if (index >= this.buckets.length) this.sequencedAfterEnd++;
-    else (this.buckets[Math.max(0, index)] as Bucket).sequenced++;
+    else this.bucket(index).sequenced++;
     const answer = this.awaiting.get(referenceId);
     if (answer === undefined) this.early.set(referenceId, arrivedMs);
     else {
       this.awaiting.delete(referenceId);
-      this.buckets[answer.bucket]?.toTrading.push(arrivedMs - answer.answeredMs);
+      this.bucket(answer.bucket).toTrading.push(arrivedMs - answer.answeredMs);
     }
   }
 
@@ -572,7 +588,7 @@ async function sampleEachInterval(
 ): Promise<void> {
   const last = rec.buckets.length - 1;
   for (let i = 0; i <= last; i++) {
-    const at = rec.start + Math.min((i + 1) * rec.intervalMs, rec.durationMs);
+    const at = rec.start + rec.warmupMs + Math.min((i + 1) * rec.intervalMs, rec.durationMs);
     await Bun.sleep(Math.max(0, at - wallMs()));
     assertAlive(pipeline);
     const bucket = rec.buckets[i] as Bucket;
@@ -605,7 +621,7 @@ async function checkOutcome(databaseUrl: string, broker: Broker, rec: SoakRecord
   const events = row ?? { rows: 0, min: "0", max: "0", refs: 0 };
   const n = events.rows;
   const trading = (await broker.jsm.streams.info(TRADING_STREAM)).state;
-  const total = (pick: (b: Bucket) => number) => rec.buckets.reduce((s, b) => s + pick(b), 0);
+  const total = (pick: (b: Bucket) => number) => rec.allBuckets.reduce((s, b) => s + pick(b), 0);
   const accepted = total((b) => b.accepted);
   const noTwoXx = total((b) => b.failed + b.non2xx);
   const unseen = rec.unseenUpTo(n);
@@ -669,6 +685,8 @@ export type OpenLoopRun = {
   totals: SoakResult["totals"];
   postgresSamples: PostgresMemory[];
   cpu: CpuReport;
+  /** The load before the rows (same rate, not in any row; in the outcome checks). */
+  warmup: { seconds: number; accepted: number };
 };
 
 /**
@@ -679,14 +697,14 @@ export type OpenLoopRun = {
 export async function runOpenLoop(
   ctx: Ctx,
   broker: Broker,
-  options: { rate: number; durationMs: number; intervalMs: number; label: string },
+  options: { rate: number; durationMs: number; intervalMs: number; label: string; warmupMs?: number },
 ): Promise<OpenLoopRun> {
-  const { rate, durationMs, intervalMs, label } = options;
+  const { rate, durationMs, intervalMs, label, warmupMs = 0 } = options;
   await freshStreams(ctx, broker);
   const databaseUrl = await ctx.newDatabase();
   await quiet(ctx);
   const pipeline = await startPipeline(ctx, broker, databaseUrl);
-  const rec = new SoakRecorder(intervalMs, durationMs);
+  const rec = new SoakRecorder(intervalMs, durationMs, warmupMs);
   const sub = broker.nc.subscribe("trading.>", {
     callback: (_error, msg) => {
       const at = wallMs();
@@ -703,7 +721,7 @@ export async function runOpenLoop(
     let sampled: Promise<void> = Promise.resolve();
     const load = await runSoakLoad(
       target(ctx, pipeline.apiPort),
-      { rate, maxInFlight: SOAK_MAX_IN_FLIGHT, durationMs, signal: failed.signal },
+      { rate, maxInFlight: SOAK_MAX_IN_FLIGHT, durationMs: warmupMs + durationMs, signal: failed.signal },
       {
         onStart: (startMs) => {
           rec.start = startMs;
@@ -734,6 +752,7 @@ export async function runOpenLoop(
         skipped: total((r) => r.skipped),
         sequencedAfterEnd: rec.sequencedAfterEnd,
       },
+      warmup: { seconds: warmupMs / 1000, accepted: rec.warmup.accepted },
       postgresSamples,
       cpu,
     };

@@ -20,8 +20,8 @@ const dialect = new PgDialect();
 
 /**
  * `db.execute` for a statement run over and over (the sequencer's filter and append): as a prepared statement, so
- * PostgreSQL parses and plans it once per connection instead of on every batch — that cut PostgreSQL's CPU per
- * small batch from ~0.62 to ~0.24 ms (docs/performance.md). postgres.js keeps it per connection by its text;
+ * PostgreSQL parses it once per connection instead of on every batch — that cut PostgreSQL's CPU per small batch
+ * from ~0.62 to ~0.24 ms (docs/performance.md). It is still planned per execution (CUSTOM_PLANS). postgres.js keeps it per connection by its text;
  * PGlite ignores the name. The text must not depend on the data (values go in parameters), or the per-connection
  * cache would grow with it.
  */
@@ -43,7 +43,7 @@ export type Database = {
   close(): Promise<void>;
 };
 
-const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../../drizzle", import.meta.url));
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../../drizzle", import.meta.url));
 /** Arbitrary constant shared by every process of this service: the advisory lock key for migrations. */
 const MIGRATION_LOCK_KEY = 7_201_911_270_001n;
 
@@ -59,6 +59,18 @@ export async function openDatabase(options: {
   return options.url ? openPostgres(options.url, options.statementTimeoutMs) : openPglite(options.pgliteDir);
 }
 
+/**
+ * Session settings for every connection that runs the sequencer's and the API's repeated statements: plan each
+ * execution for its own parameters. postgres.js prepares every statement, and PostgreSQL switches a prepared
+ * statement to one generic plan after five executions. On a new database that happens while `events` is still
+ * tiny, so the generic plan of the filter (`reference_id = any($1)`) is a sequential scan, kept until autovacuum
+ * first analyzes the table (a minute or more): meanwhile every batch reads the whole table. Measured (issue 17):
+ * under a closed loop the sequencer fell to 2.4–4.9k events/s with PostgreSQL at 130–200 µs of CPU per event and
+ * the filter in 92 % of samples of pg_stat_activity; with custom plans 28–36 µs. Planning each execution costs a
+ * few tens of µs per batch; parsing is still saved (docs/performance.md, "Second wave").
+ */
+export const CUSTOM_PLANS = { plan_cache_mode: "force_custom_plan" } as const;
+
 /** A Drizzle database over a postgres.js client the caller opened (and closes). */
 export function postgresDb(client: postgres.Sql): Db {
   return drizzlePostgres({ client, schema }) as unknown as Db;
@@ -69,7 +81,10 @@ function openPostgres(url: string, statementTimeoutMs: number | undefined): Data
     max: 10,
     onnotice: () => {}, // "relation already exists, skipping" from idempotent DDL is not news
     connect_timeout: 10,
-    ...(statementTimeoutMs === undefined ? {} : { connection: { statement_timeout: statementTimeoutMs } }),
+    connection: {
+      ...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs }),
+      ...CUSTOM_PLANS,
+    },
   });
   const db = postgresDb(client);
   return {

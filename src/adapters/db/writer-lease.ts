@@ -28,7 +28,7 @@ import type { WriterLease } from "../../app/ports.ts";
 import { sleep } from "../../app/sleep.ts";
 import type { WriterReading } from "../../app/status.ts";
 import type { Logger } from "../../logger.ts";
-import { type Db, rowsOf } from "./client.ts";
+import { CUSTOM_PLANS, type Db, rowsOf } from "./client.ts";
 import * as schema from "./schema.ts";
 import type { WriteFence } from "./write-fence.ts";
 
@@ -154,6 +154,8 @@ export class PostgresWriterLease implements DatabaseWriterLease {
       connection: {
         application_name: "sequencer-writer",
         statement_timeout: this.options.statementTimeoutMs,
+        // The append runs here: its check of the row before the batch must not keep a plan made on an empty log.
+        ...CUSTOM_PLANS,
       },
     });
     this.current = drizzle({ client: this.client, schema }) as unknown as Db;
