@@ -106,6 +106,16 @@ export type SequencerStatus = { head: bigint; tradingInSync: boolean; lastError:
  */
 const PIPELINE_DEPTH = 3;
 
+/**
+ * A batch at least this share of batchSize means messages are waiting (a backlog): keep the pipeline full. A
+ * smaller one means the sequencer keeps up; then a new batch waits for the oldest in hand to settle (within one
+ * commit and PubAck) and takes everything that arrived meanwhile, instead of starting beside it with a few
+ * events. Every batch costs a filter read, a commit, a PubAck and a pull whatever its size: at 6k events/s the
+ * batches were 32–36 events, and the sequencer, PostgreSQL and nats-server spent 2–3× the CPU per event they spend
+ * in a drain (docs/performance.md, "Second wave").
+ */
+const BACKLOG_SHARE = 0.25;
+
 /** A batch decoded and filtered against the log, ready to be numbered. */
 type Prepared = {
   decoded: DecodedBatch;
@@ -175,6 +185,8 @@ export class Sequencer {
     await this.retrying(signal, () => this.recover());
     const stages: BatchStage[] = [];
     let take: Take | null = null;
+    /** Whether the last batch taken was large (see BACKLOG_SHARE). */
+    let backlog = true;
     try {
       while (!signal.aborted && this.halted === null) {
         this.releaseFinished(stages);
@@ -183,7 +195,7 @@ export class Sequencer {
           // A filter, commit or publish failed: drain and redo every batch in hand the safe way (recover, then one
           // batch at a time, filtered afresh).
           await this.redo(signal, stages.splice(0));
-        } else if (oldest && stages.length >= PIPELINE_DEPTH) {
+        } else if (oldest && (stages.length >= PIPELINE_DEPTH || (!backlog && take === null))) {
           await oldest.settled;
         } else {
           // New messages, or the oldest batch finishing first (it frees a place and its messages' keep-alive).
@@ -191,7 +203,10 @@ export class Sequencer {
           await (oldest ? Promise.race([take.arrived, oldest.settled]) : take.arrived);
           const batch = take.batch;
           if (batch) take = null;
-          if (batch && batch.length > 0) stages.push(await this.start(batch, stages));
+          if (batch && batch.length > 0) {
+            backlog = batch.length >= this.options.batchSize * BACKLOG_SHARE;
+            stages.push(await this.start(batch, stages));
+          }
         }
       }
     } finally {

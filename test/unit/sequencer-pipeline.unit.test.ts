@@ -173,15 +173,21 @@ async function runUntil(sequencer: Sequencer, done: () => boolean): Promise<void
   await running;
 }
 
+/**
+ * batchSize 4 by default: every scripted batch (1–3 events) then counts as a backlog (≥ a quarter of it), so batches
+ * are taken while others are in hand — the pipeline these tests are about. With a larger batchSize small batches
+ * wait for the one in hand (see "without a backlog" below).
+ */
 function sequencerOver(
   source: IntakeSource,
   store: EventStore,
   trading: TradingLog,
   observer?: SequencerObserver,
+  batchSize = 4,
 ): Sequencer {
   return new Sequencer(
     { source, store, trading, ...(observer ? { observer } : {}) },
-    { batchSize: 10, fetchWaitMs: 10, catchUpPageSize: 100, keepAliveMs: 1_000 },
+    { batchSize, fetchWaitMs: 10, catchUpPageSize: 100, keepAliveMs: 1_000 },
     createLogger({ test: true }, "silent"),
   );
 }
@@ -241,6 +247,25 @@ describe("sequencer pipeline", () => {
     expect(store.maxInFlight).toBeGreaterThanOrEqual(2);
     expect(store.rows.map((row) => row.event.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+  });
+
+  test("without a backlog (batches under a quarter of batchSize) a batch waits for the one in hand: one append at a time", async () => {
+    const source = new ScriptedSource([[1n, 2n], [3n], [4n, 5n], [6n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading, undefined, 100), () => source.acked.length === 6);
+    expect(store.maxInFlight).toBe(1);
+    expect(store.rows.map((row) => row.event.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    expect(trading.records.map((record) => record.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+  });
+
+  test("a batch of a quarter of batchSize or more is a backlog: the next one is taken while it commits", async () => {
+    const source = new ScriptedSource([[1n, 2n, 3n], [4n], [5n], [6n]]);
+    const store = new SlowStore();
+    const trading = new MemoryTrading();
+    await runUntil(sequencerOver(source, store, trading, undefined, 12), () => source.acked.length === 6);
+    expect(store.maxInFlight).toBeGreaterThanOrEqual(2);
+    expect(store.rows.map((row) => row.event.sequenceId)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
   });
 
   test("a publish that fails while later batches commit: all redone, each event stored, published and acked once", async () => {
