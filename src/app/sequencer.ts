@@ -25,7 +25,8 @@
  * (filtered afresh), so the outcome is the same as the plain loop's, only faster.
  *
  * Batches form from whatever is buffered: a lone order is sequenced at once, and during a backlog a batch takes
- * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck).
+ * up to maxBatchSize messages, which amortizes the per-batch round trips (filter, commit, PubAck). Without a
+ * backlog (BACKLOG_SHARE) a new batch waits for the one in hand instead of starting beside it with a few events.
  *
  * Every event carries a digest chained from the previous one (src/app/log-digest.ts), computed when its batch is
  * numbered (in memory, after the previous batch's) and checked by the append against the stored row before the
