@@ -19,12 +19,12 @@ import { postgresDb } from "../../src/adapters/db/client.ts";
 import { events } from "../../src/adapters/db/schema.ts";
 import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import { TokenService } from "../../src/app/auth.ts";
-import { freePort, startNats } from "../services/local-services.ts";
-import { type StartedBroker, startAuthenticatedNats } from "./broker.ts";
-import { childPids, processCpuSeconds } from "./cpu.ts";
+import { freePort } from "../services/local-services.ts";
+import { startAuthenticatedNats } from "./broker.ts";
+import { processCpuSeconds } from "./cpu.ts";
 import { buildLogDatabase, fillTradingWithLog, type LogBuild, logShape } from "./growth-log.ts";
 import type { BenchOptions } from "./options.ts";
-import { type Ctx, type DrainResult, measureDrain, resetStreams, serviceEnv, topology } from "./phases.ts";
+import { type Ctx, type DrainResult, freshTopology, measureDrain, serviceEnv, topology } from "./phases.ts";
 import { type Child, spawnService, stopChild, waitReady } from "./processes.ts";
 import { median, percentile, sortedCopy } from "./stats.ts";
 
@@ -102,23 +102,15 @@ type Broker = {
   stop(): Promise<void>;
 };
 
-/** Only when the bench's own server is unauthenticated too, which it never is unless NATS_URL (handled above). */
-async function startUnauthenticated(): Promise<StartedBroker> {
-  const before = new Set(childPids(process.pid, "nats-server"));
-  const handle = await startNats();
-  return { handle, url: handle.url, pid: childPids(process.pid, "nats-server").find((p) => !before.has(p)) };
-}
-
 async function largeLogBroker(ctx: Ctx): Promise<Broker> {
-  if (process.env.NATS_URL) {
+  // No users of our own (NATS_URL): one server, as the header says.
+  if (!ctx.natsAuth) {
     const { natsUrl, nc, js, jsm, infraCpu } = ctx;
     return { natsUrl, nc, js, jsm, own: false, cpu: infraCpu, stop: async () => {} };
   }
   // The same users and passwords as the bench's own server (broker.ts), so a child's credentials work on both.
-  const { handle: server, pid } = ctx.natsAuth
-    ? await startAuthenticatedNats(ctx.natsAuth)
-    : await startUnauthenticated();
-  const nc = await connect({ servers: server.url, noAsyncTraces: true, ...(ctx.natsAuth?.admin ?? {}) });
+  const { handle: server, pid } = await startAuthenticatedNats(ctx.natsAuth);
+  const nc = await connect({ servers: server.url, noAsyncTraces: true, ...ctx.natsAuth.admin });
   const { nats: _benchServer, ...otherCpu } = ctx.infraCpu;
   return {
     natsUrl: server.url,
@@ -158,8 +150,7 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
     let filledAt = 0;
     let dedupWaitS = 0;
     const fillTrading = async () => {
-      await resetStreams(broker.jsm);
-      await ensureTopology(broker.jsm, topology(ctx));
+      await freshTopology(largeCtx);
       tradingFillS = await fillTradingWithLog(broker, shape, largeUrl);
       filledAt = performance.now();
       ctx.progress.note(
@@ -203,10 +194,7 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
       return measureDrain(smallCtx, "ours", undefined, {
         databaseUrl: smallUrl,
         events: 0,
-        prepareStreams: async () => {
-          await resetStreams(ctx.jsm);
-          await ensureTopology(ctx.jsm, topology(ctx));
-        },
+        prepareStreams: () => freshTopology(ctx),
       });
     };
 

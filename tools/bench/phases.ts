@@ -416,10 +416,7 @@ export async function measureDrain(
   const n = ctx.opts.drainEvents;
   const head = base?.events ?? 0;
   if (base) await base.prepareStreams();
-  else {
-    await resetStreams(ctx.jsm);
-    await ensureTopology(ctx.jsm, topology(ctx));
-  }
+  else await freshTopology(ctx);
   await preload(ctx.js, n);
   const stored = (await ctx.jsm.streams.info(INTAKE_STREAM)).state.messages;
   if (stored !== n) throw new Error(`preload stored ${stored} of ${n} events`);

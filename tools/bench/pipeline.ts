@@ -14,12 +14,12 @@ import { type Ctx, resetStreams } from "./phases.ts";
 import { type TailSummary, tailSummary } from "./pipeline-figures.ts";
 import {
   type Broker,
+  brokerOf,
   type Layout,
   measureCapacity,
   type OpenLoopRun,
   runOpenLoop,
   type SoakCapacity,
-  startBroker,
 } from "./soak.ts";
 
 /** Role all could not be measured: what stopped it (a finding to report, e.g. refused credentials). */
@@ -92,7 +92,7 @@ async function sustained(
 }
 
 export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResult> {
-  const broker = await startBroker(ctx);
+  const broker = brokerOf(ctx);
   try {
     const split = (await sustained(ctx, broker, "split", tag)) as SoakCapacity;
     ctx.progress.note(capacityNote("split", split));
@@ -136,6 +136,5 @@ export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResul
     await resetStreams(broker.jsm).catch((error: unknown) =>
       ctx.progress.note(`pipeline: could not delete SEQUENCE/TRADING: ${String(error)}`),
     );
-    await broker.stop();
   }
 }

@@ -9,22 +9,14 @@
  * from spawning it to its exit (both pay a process start and a connect; 1M < 8 s is what a user waits for).
  */
 import { readFileSync } from "node:fs";
-import { ensureTopology, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
+import { TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
 import { JetStreamTradingLog } from "../../src/adapters/nats/trading-publisher.ts";
 import { DigestChain } from "../../src/app/log-digest.ts";
 import type { SequencedRecord } from "../../src/app/ports.ts";
 import { encodeSequencedEvent } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
 import { CpuMeter, type CpuReport } from "./cpu.ts";
-import {
-  type Ctx,
-  natsCredentials,
-  type Quiet,
-  quiet,
-  readProfile,
-  resetStreams,
-  topology,
-} from "./phases.ts";
+import { type Ctx, freshTopology, natsCredentials, type Quiet, quiet, readProfile } from "./phases.ts";
 import { type Child, exitedOk, logTail, peakRssMb, spawnBaseline, spawnReplay } from "./processes.ts";
 import type { ProfileEntry } from "./profile.ts";
 
@@ -51,8 +43,7 @@ const FILL_BATCH = 1_000;
 /** Deletes the streams and appends `count` chained CREATE_ORDER events to TRADING; returns the seconds taken. */
 export async function fillTrading(ctx: Ctx, count: number): Promise<number> {
   const started = performance.now();
-  await resetStreams(ctx.jsm);
-  await ensureTopology(ctx.jsm, topology(ctx));
+  await freshTopology(ctx);
   const log = new JetStreamTradingLog(ctx.nc, ctx.js, ctx.jsm, 30_000);
   const ids = new SnowflakeGenerator(1001);
   const chain = new DigestChain();

@@ -12,6 +12,7 @@ import {
   type BatchStats,
   batchStatsBetween,
   type Ctx,
+  freshTopology,
   natsCredentials,
   quiet,
   resetStreams,
@@ -24,7 +25,6 @@ import {
   type Child,
   logTail,
   machineCpu,
-  provision,
   type Residency,
   residencyMb,
   spawnService,
@@ -138,14 +138,13 @@ export type Broker = {
   /** nats-server's pid when it runs here. */
   pid: number | undefined;
   description: string;
-  stop(): Promise<void>;
 };
 
 /**
  * The broker the soak and the pipeline phase run on: the bench's own (broker.ts: per-role users and permissions,
  * plus the `all` user a `serve --role all` deployment needs), as every phase does; on NATS_URL, unauthenticated.
  */
-export async function startBroker(ctx: Ctx): Promise<Broker> {
+export function brokerOf(ctx: Ctx): Broker {
   const authenticated = ctx.natsAuth !== undefined;
   return {
     url: ctx.natsUrl,
@@ -157,17 +156,7 @@ export async function startBroker(ctx: Ctx): Promise<Broker> {
     description: authenticated
       ? "the bench's nats-server with per-role users and permissions (api, sequencer, or `all` = api ∪ sequencer for serve --role all; topology by `sequencer provision` as admin)"
       : "NATS_URL, without authentication (the bench cannot add users there)",
-    // The bench's own server: stopped at the end of the run, not by a phase.
-    stop: async () => {},
   };
-}
-
-/** Empty SEQUENCE and TRADING; on an authenticated broker the admin role creates them again (runtime roles may not). */
-async function freshStreams(ctx: Ctx, broker: Broker): Promise<void> {
-  await resetStreams(broker.jsm);
-  if (broker.authenticated) {
-    await provision(serviceEnv(ctx, { NATS_URL: broker.url, ...broker.credentials("admin") }), ctx.logDir);
-  }
 }
 
 /** `serve --role api` + `serve --role sequencer` (how compose deploys it), or one `serve --role all` process. */
@@ -263,7 +252,7 @@ export async function measureCapacity(
 ): Promise<SoakCapacity> {
   const { layout, warmupMs, durationMs } = options;
   const { concurrency } = ctx.opts;
-  await freshStreams(ctx, broker);
+  await freshTopology(ctx);
   const databaseUrl = await ctx.newDatabase();
   await quiet(ctx);
   const pipeline = await startPipeline(ctx, broker, databaseUrl, layout);
@@ -700,7 +689,7 @@ export async function runOpenLoop(
   options: { rate: number; durationMs: number; intervalMs: number; label: string; warmupMs?: number },
 ): Promise<OpenLoopRun> {
   const { rate, durationMs, intervalMs, label, warmupMs = 0 } = options;
-  await freshStreams(ctx, broker);
+  await freshTopology(ctx);
   const databaseUrl = await ctx.newDatabase();
   await quiet(ctx);
   const pipeline = await startPipeline(ctx, broker, databaseUrl);
@@ -763,7 +752,7 @@ export async function runOpenLoop(
 }
 
 export async function measureSoak(ctx: Ctx): Promise<SoakResult> {
-  const broker = await startBroker(ctx);
+  const broker = brokerOf(ctx);
   try {
     const { rate, rateSource, capacity } = await soakRate(ctx, broker);
     ctx.progress.note(`soak rate: ${rate.toLocaleString("en-US")} req/s, ${rateSource}`);
@@ -789,6 +778,5 @@ export async function measureSoak(ctx: Ctx): Promise<SoakResult> {
     };
   } finally {
     await resetStreams(broker.jsm).catch(() => {});
-    await broker.stop();
   }
 }
