@@ -1,11 +1,27 @@
 /** Loopback port helpers shared by the embedded nats-server, the local test/bench services and the cluster test. */
 import { createServer, connect as tcpConnect } from "node:net";
 
+/** Ports this process has handed out: the kernel may offer a released port again at once. */
+const handedOut = new Set<number>();
+/** Asks again at most this often for a port not handed out before; then takes what the kernel offers. */
+const FRESH_PORT_ATTEMPTS = 50;
+
 /**
  * Asks the kernel for an unused loopback port. Racy in theory (someone may take it before it is used), but on
- * loopback that is good enough and avoids hard-coded ports colliding.
+ * loopback that is good enough and avoids hard-coded ports colliding. Within one process it never hands out the
+ * same port twice while it can find another: callers often take several ports before binding any (a service's
+ * PORT and OPS_PORT, several services), and the kernel offered a just-released port again, so two listeners were
+ * given one port (a fault test once polled another process's /readyz on its sequencer's ops port).
  */
-export function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
+  let port = await kernelPort();
+  for (let attempt = 1; attempt < FRESH_PORT_ATTEMPTS && handedOut.has(port); attempt++)
+    port = await kernelPort();
+  handedOut.add(port);
+  return port;
+}
+
+function kernelPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
