@@ -19,6 +19,7 @@ import {
   type Transfer,
 } from "../domain/events.ts";
 import type { SnowflakeGenerator } from "../domain/ids.ts";
+import { parsePositiveDecimalFast } from "../domain/money.ts";
 import type { Principal } from "./auth.ts";
 import {
   ConflictError,
@@ -49,7 +50,9 @@ function validate<T extends EventBody>(
       body[name] = filled[name];
       continue;
     }
-    const checked = checkField(name, kind, raw[name]);
+    // The string-only decimal check: the same answers as decimal.js's (property-tested in money.unit.test.ts) at a
+    // fraction of the cost on every request.
+    const checked = checkField(name, kind, raw[name], parsePositiveDecimalFast);
     if (!checked.ok) throw new InvalidInputError(name, checked.reason);
     body[name] = checked.value;
   }

@@ -75,7 +75,7 @@ export async function openApiRole(deps: ApiRoleDeps): Promise<ApiRole> {
   const workerId = config.workerId ?? workerLease?.workerId ?? 0;
   log.info("snowflake worker id", { workerId, leased: workerLease !== undefined });
   const canMint = () => connection.up() && (workerLease?.isHeld() ?? true);
-  const publisher = new JetStreamIntakePublisher(connection.js, config.publishTimeoutMs, canMint, (seconds) =>
+  const publisher = new JetStreamIntakePublisher(connection.nc, config.publishTimeoutMs, canMint, (seconds) =>
     metrics.publishSeconds.observe(seconds),
   );
   const idempotency = await withRetry(log, "idempotency bucket", () =>

@@ -50,8 +50,9 @@ export function parsePositiveDecimal(input: unknown, rule: DecimalRule): Decimal
  * input has the plain form `(0|[1-9][0-9]*)(\.[0-9]+)?`, everything decimal.js would compute follows from the
  * digits themselves — the value is positive iff some digit is non-zero, its decimal places are the fraction
  * without trailing zeros, its integer part is the written one (no leading zeros), and the canonical form is the
- * integer part plus the trimmed fraction. Used where every event passes (the sequencer's decode); a property test
- * holds it to parsePositiveDecimal (test/unit/money.unit.test.ts).
+ * integer part plus the trimmed fraction. Used where every event passes (the API's validation, the sequencer's
+ * decode); a property test holds it to parsePositiveDecimal, the decimal.js reference
+ * (test/unit/money.unit.test.ts).
  */
 export function parsePositiveDecimalFast(input: unknown, rule: DecimalRule): DecimalCheck {
   if (typeof input !== "string") return NOT_A_STRING;

@@ -196,7 +196,7 @@ export function harnessStack(h: Harness): Stack {
     jsm: h.jsm,
     database: h.database,
     store: h.store,
-    intake: new JetStreamIntakePublisher(h.js, 5_000),
+    intake: new JetStreamIntakePublisher(h.nc, 5_000),
     config: h.config,
     close: async () => {},
   };

@@ -337,7 +337,7 @@ describe("Idempotency-Key: completing a first attempt that did not finish", () =
     expect(created).toBe(true);
     // create-if-absent: a second create on the key is refused.
     expect(await store.create(`${USER}.${key}`, { request: "x", event: "y", answer: null })).toBe(false);
-    if (publishToo) await new JetStreamIntakePublisher(h.js, 5_000).publish(event);
+    if (publishToo) await new JetStreamIntakePublisher(h.nc, 5_000).publish(event);
     return event;
   }
 
@@ -420,7 +420,7 @@ describe("Idempotency-Key: completing a first attempt that did not finish", () =
   }
 
   async function flakyApp() {
-    const publisher = new FlakyPublisher(new JetStreamIntakePublisher(h.js, 5_000));
+    const publisher = new FlakyPublisher(new JetStreamIntakePublisher(h.nc, 5_000));
     const app = createHttpApp({
       intake: new IntakeService(
         new SnowflakeGenerator(601),

@@ -5,7 +5,7 @@
  * (503 upstream) and nothing is written.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamIntakePublisher, NotConnectedError } from "../../src/adapters/nats/intake-publisher.ts";
 import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
@@ -46,7 +46,7 @@ async function storedReferenceIds(): Promise<string[]> {
 
 describe("JetStreamIntakePublisher", () => {
   test("500 publishes started in one turn all resolve after their PubAck, each stored once, in call order", async () => {
-    const publisher = new JetStreamIntakePublisher(jetstream(nc), 5_000);
+    const publisher = new JetStreamIntakePublisher(nc, 5_000);
     const orders = Array.from({ length: 500 }, () => makeOrder());
     // All started synchronously, i.e. in one turn: they travel together.
     await Promise.all(orders.map((order) => publisher.publish(order)));
@@ -58,7 +58,7 @@ describe("JetStreamIntakePublisher", () => {
 
   test("a connection lost while the publish waits for the end of the turn: refused, nothing stored", async () => {
     let connected = true;
-    const publisher = new JetStreamIntakePublisher(jetstream(nc), 5_000, () => connected);
+    const publisher = new JetStreamIntakePublisher(nc, 5_000, () => connected);
     const before = (await storedReferenceIds()).length;
     const pending = publisher.publish(makeOrder());
     connected = false; // before the end of this turn

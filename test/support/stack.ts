@@ -93,7 +93,7 @@ export async function openStack(natsUrl: string, databaseUrl: string | undefined
       jsm: connection.jsm,
       database,
       store: new DrizzleEventStore(database.db),
-      intake: new JetStreamIntakePublisher(connection.js, config.publishTimeoutMs, connection.up),
+      intake: new JetStreamIntakePublisher(connection.nc, config.publishTimeoutMs, connection.up),
       config,
       async close() {
         await connection.nc.close();

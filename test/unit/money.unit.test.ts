@@ -220,7 +220,7 @@ describe("parsePositiveDecimal properties", () => {
   });
 });
 
-describe("parsePositiveDecimalFast (the sequencer's decode path) agrees with parsePositiveDecimal (decimal.js)", () => {
+describe("parsePositiveDecimalFast (the API's validation and the sequencer's decode) agrees with parsePositiveDecimal (decimal.js)", () => {
   const rules: DecimalRule[] = [PRICE_RULE, QUANTITY_RULE, AMOUNT_RULE, { maxScale: 2, maxIntegerDigits: 3 }];
   const agree = (input: unknown) => {
     for (const rule of rules)

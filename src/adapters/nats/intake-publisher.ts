@@ -6,10 +6,12 @@
  * publish would be sent after reconnecting, and an order the client was told failed (503) would then trade.
  */
 import { setImmediate } from "node:timers";
-import { JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { headers, type NatsConnection } from "@nats-io/nats-core";
 import { IntakeFullError } from "../../app/errors.ts";
 import type { IntakePublisher } from "../../app/ports.ts";
 import { encodeIntakeEvent, type IntakeEvent, subjectToken } from "../../domain/events.ts";
+import { PubAckInbox } from "./pub-ack-inbox.ts";
 import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
 
 export class NotConnectedError extends Error {
@@ -38,12 +40,16 @@ export function storeFullReason(error: unknown): string | null {
 const FULL_REPORT_MS = 10_000;
 
 export class JetStreamIntakePublisher implements IntakePublisher {
+  private readonly acks: PubAckInbox;
+
   constructor(
-    private readonly js: JetStreamClient,
-    private readonly timeoutMs: number,
+    nc: NatsConnection,
+    timeoutMs: number,
     private readonly isConnected: () => boolean = () => true,
     private readonly onPublished: (seconds: number) => void = () => {},
-  ) {}
+  ) {
+    this.acks = new PubAckInbox(nc, INTAKE_STREAM, timeoutMs);
+  }
 
   /** Publishes waiting for the end of this event-loop turn (see `publish`). */
   private waiting: (() => void)[] = [];
@@ -80,14 +86,15 @@ export class JetStreamIntakePublisher implements IntakePublisher {
     // Checked right before the write: a connection that dropped during the wait refuses too.
     if (!this.isConnected()) throw new NotConnectedError("not connected to NATS");
     try {
-      await this.js.publish(
+      // Nats-Msg-Id: the broker drops a retried publish inside the duplicate window. Nats-Expected-Stream: the
+      // broker refuses the write if the subject is bound to any other stream.
+      const meta = headers();
+      meta.set("Nats-Msg-Id", event.referenceId.toString());
+      meta.set("Nats-Expected-Stream", INTAKE_STREAM);
+      await this.acks.publish(
         `${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`,
         encodeIntakeEvent(event),
-        {
-          msgID: event.referenceId.toString(),
-          expect: { streamName: INTAKE_STREAM },
-          timeout: this.timeoutMs,
-        },
+        meta,
       );
     } catch (error) {
       const reason = storeFullReason(error);
