@@ -6,11 +6,12 @@
  * publish would be sent after reconnecting, and an order the client was told failed (503) would then trade.
  */
 import { setImmediate } from "node:timers";
-import { JetStreamApiError } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/nats-core";
+import { JetStreamApiError, PubHeaders } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { IntakeFullError } from "../../app/errors.ts";
 import type { IntakePublisher } from "../../app/ports.ts";
 import { encodeIntakeEvent, type IntakeEvent, subjectToken } from "../../domain/events.ts";
+import { encodedHeaders } from "./encoded-headers.ts";
 import { PubAckInbox } from "./pub-ack-inbox.ts";
 import { INTAKE_STREAM, INTAKE_SUBJECT_PREFIX } from "./topology.ts";
 
@@ -88,13 +89,13 @@ export class JetStreamIntakePublisher implements IntakePublisher {
     try {
       // Nats-Msg-Id: the broker drops a retried publish inside the duplicate window. Nats-Expected-Stream: the
       // broker refuses the write if the subject is bound to any other stream.
-      const meta = headers();
-      meta.set("Nats-Msg-Id", event.referenceId.toString());
-      meta.set("Nats-Expected-Stream", INTAKE_STREAM);
       await this.acks.publish(
         `${INTAKE_SUBJECT_PREFIX}.${subjectToken(event.type)}`,
         encodeIntakeEvent(event),
-        meta,
+        encodedHeaders([
+          [PubHeaders.MsgIdHdr, event.referenceId.toString()],
+          [PubHeaders.ExpectedStreamHdr, INTAKE_STREAM],
+        ]),
       );
     } catch (error) {
       const reason = storeFullReason(error);
