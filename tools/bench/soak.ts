@@ -72,6 +72,11 @@ export type SoakRow = {
   httpP50Ms: number;
   httpP99Ms: number;
   httpMaxMs: number;
+  /**
+   * From the due time to the send, every request sent: the generator's own lateness (it shares the cores), which
+   * the HTTP figures include.
+   */
+  sendLateP99Ms: number;
   /** From the 2xx answer to the event's arrival on the TRADING subscriber. */
   toTradingP50Ms: number;
   toTradingP99Ms: number;
@@ -409,6 +414,7 @@ type Bucket = {
   skipped: number;
   sequenced: number;
   http: number[];
+  sendLate: number[];
   toTrading: number[];
   rssMb: Record<string, number>;
 };
@@ -420,6 +426,7 @@ const emptyBucket = (): Bucket => ({
   skipped: 0,
   sequenced: 0,
   http: [],
+  sendLate: [],
   toTrading: [],
   rssMb: {},
 });
@@ -472,6 +479,7 @@ class SoakRecorder {
     if (a.status === -1) b.skipped++;
     else if (a.status === 0) b.failed++;
     else b.http.push(a.answeredMs - a.dueMs);
+    if (a.status !== -1) b.sendLate.push(a.sentMs - a.dueMs);
     if (a.status < 200 || a.status >= 300) {
       if (a.status > 0) b.non2xx++;
       return;
@@ -542,6 +550,7 @@ class SoakRecorder {
       httpP50Ms: percentile(http, 50),
       httpP99Ms: percentile(http, 99),
       httpMaxMs: http.length ? (http[http.length - 1] as number) : Number.NaN,
+      sendLateP99Ms: percentile(sortedCopy(b.sendLate), 99),
       toTradingP50Ms: percentile(toTrading, 50),
       toTradingP99Ms: percentile(toTrading, 99),
       toTradingMaxMs: toTrading.length ? (toTrading[toTrading.length - 1] as number) : Number.NaN,
@@ -555,7 +564,7 @@ function liveNote(label: string, row: SoakRow): string {
   const rss = Object.entries(row.rssMb)
     .map(([name, mb]) => `${name} ${mb.toFixed(0)}`)
     .join(", ");
-  return `${label} ${clock(row.atS)}: RSS MB ${rss}; ${row.accepted.toLocaleString("en-US")} accepted, ${row.sequenced.toLocaleString("en-US")} sequenced; HTTP p99 ${row.httpP99Ms.toFixed(1)} ms, accept→TRADING p99 ${row.toTradingP99Ms.toFixed(1)} ms (so far)`;
+  return `${label} ${clock(row.atS)}: RSS MB ${rss}; ${row.accepted.toLocaleString("en-US")} accepted, ${row.sequenced.toLocaleString("en-US")} sequenced; HTTP p99 ${row.httpP99Ms.toFixed(1)} ms (sent late p99 ${row.sendLateP99Ms.toFixed(1)}), accept→TRADING p99 ${row.toTradingP99Ms.toFixed(1)} ms (so far)`;
 }
 
 export function clock(seconds: number): string {

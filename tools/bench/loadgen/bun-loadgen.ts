@@ -147,7 +147,8 @@ const SOAK_REQUEST_TIMEOUT_MS = 30_000;
 /**
  * The soak's schedule: request i is due at start + i / rate, sent then whatever the earlier ones did (beyond
  * `concurrency` in flight it is skipped, not delayed). Writes `start <wall ms>` first, then per request
- * `<status> <due wall ms> <answered wall ms> <referenceId or ->` (status 0 = no answer, -1 = skipped), and `end`.
+ * `<status> <due wall ms> <sent wall ms> <answered wall ms> <referenceId or ->` (status 0 = no answer, -1 =
+ * skipped), and `end`. The send time shows how much of a late answer was this generator's own lateness.
  * Latency is taken from the due time, so a stall in the generator or the service counts against the service.
  */
 async function soakLoop(spec: LoadSpec): Promise<void> {
@@ -163,10 +164,11 @@ async function soakLoop(spec: LoadSpec): Promise<void> {
   process.stdout.write(`start ${wallAt(started)}\n`);
   const end = started + spec.durationMs;
   const pending = new Set<Promise<void>>();
-  const record = (status: number, due: number, answered: number, referenceId = "-") => {
-    buffered += `${status} ${wallAt(due)} ${wallAt(answered)} ${referenceId}\n`;
+  const record = (status: number, due: number, sent: number, answered: number, referenceId = "-") => {
+    buffered += `${status} ${wallAt(due)} ${wallAt(sent)} ${wallAt(answered)} ${referenceId}\n`;
   };
   const send = (due: number) => {
+    const sent = performance.now();
     const p = fetch(spec.url, {
       method: "POST",
       headers: headersFor(spec),
@@ -177,9 +179,9 @@ async function soakLoop(spec: LoadSpec): Promise<void> {
         const ok = res.status >= 200 && res.status < 300;
         const body = await res.text();
         const referenceId = ok ? (JSON.parse(body) as { referenceId?: string }).referenceId : undefined;
-        record(res.status, due, performance.now(), referenceId);
+        record(res.status, due, sent, performance.now(), referenceId);
       })
-      .catch(() => record(0, due, performance.now()))
+      .catch(() => record(0, due, sent, performance.now()))
       .finally(() => pending.delete(p));
     pending.add(p);
   };
@@ -187,7 +189,7 @@ async function soakLoop(spec: LoadSpec): Promise<void> {
     const due = started + (i * 1000) / rate;
     if (due >= end) break;
     if (due > performance.now()) await Bun.sleep(Math.max(0, due - performance.now()));
-    if (pending.size >= spec.concurrency) record(-1, due, due);
+    if (pending.size >= spec.concurrency) record(-1, due, due, due);
     else send(due);
   }
   await Promise.all(pending);

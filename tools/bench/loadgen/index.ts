@@ -78,6 +78,8 @@ export function runOpenLoad(
 export type SoakAnswer = {
   status: number;
   dueMs: number;
+  /** When the generator sent it: after dueMs by the generator's own lateness (its event loop, the shared cores). */
+  sentMs: number;
   answeredMs: number;
   referenceId: string | undefined;
 };
@@ -109,13 +111,14 @@ export async function runSoakLoad(
     options.signal?.addEventListener("abort", () => proc.kill());
     let ended = false;
     await forEachLine(proc.stdout, (line) => {
-      const [head, due, answered, ref] = line.split(" ");
+      const [head, due, sent, answered, ref] = line.split(" ");
       if (head === "start") handlers.onStart(Number(due));
       else if (head === "end") ended = true;
-      else if (head !== undefined && due !== undefined && answered !== undefined) {
+      else if (head !== undefined && due !== undefined && sent !== undefined && answered !== undefined) {
         handlers.onAnswer({
           status: Number(head),
           dueMs: Number(due),
+          sentMs: Number(sent),
           answeredMs: Number(answered),
           referenceId: ref === "-" ? undefined : ref,
         });
