@@ -63,7 +63,12 @@ function charts(stdout: string, jsonPath: string): { throughput: string; latency
   return { throughput, latency };
 }
 
-type TailOutcome = { warmup: { accepted: number }; checks: { name: string; ok: boolean }[] };
+type TailOutcome = {
+  warmup: { accepted: number };
+  checks: { name: string; ok: boolean }[];
+  duplicateWindowS: number;
+  rows: { sendLateP99Ms: number; httpP99Ms: number }[];
+};
 
 /** `npm run bench -- <args> --json <jsonPath>`, killed after timeoutMs; throws with both outputs on a non-zero exit. */
 async function bench(
@@ -148,6 +153,14 @@ test.skipIf(onPglite)(
     // The tail's outcome checks hold with its warm-up load counted in them (and in no row).
     const tail = (json.runs[0] as { pipeline: { tail: TailOutcome } }).pipeline.tail;
     expect(tail.warmup.accepted).toBeGreaterThan(0);
+    // Each row says how late the generator itself sent (part of, so at most, the HTTP figure), and the tail says
+    // which duplicate window the streams had (the service's default here).
+    for (const row of tail.rows) {
+      expect(row.sendLateP99Ms).toBeGreaterThanOrEqual(0);
+      expect(row.sendLateP99Ms).toBeLessThanOrEqual(row.httpP99Ms);
+    }
+    expect(tail.duplicateWindowS).toBe(120);
+    expect(stdout).toContain("streams' duplicate window 120 s");
     expect(tail.checks.map((c) => [c.name, c.ok])).toEqual([
       ["G1 no loss", true],
       ["G2 no duplicates", true],

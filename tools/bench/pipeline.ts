@@ -10,7 +10,7 @@
  *    then the outcome checks G1–G4.
  * The machinery is the soak's (soak.ts); this file only runs it in that order.
  */
-import { type Ctx, resetStreams } from "./phases.ts";
+import { type Ctx, resetStreams, topology } from "./phases.ts";
 import { type TailSummary, tailSummary } from "./pipeline-figures.ts";
 import {
   type Broker,
@@ -29,6 +29,11 @@ export type PipelineTail = OpenLoopRun & {
   rate: number;
   minutes: number;
   intervalS: number;
+  /**
+   * The streams' duplicate window in effect (DUPLICATE_WINDOW, or --service-env): nats-server holds every msg id of
+   * it, which at these rates decides its memory and much of the tail (docs/performance.md, "the duplicate windows").
+   */
+  duplicateWindowS?: number;
   summary: TailSummary;
 };
 
@@ -128,6 +133,7 @@ export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResul
         rate,
         minutes: ctx.opts.tailMinutes,
         intervalS: intervalMs / 1000,
+        duplicateWindowS: topology(ctx).duplicateWindowMs / 1000,
         summary,
       },
     };

@@ -73,8 +73,8 @@ export type SoakRow = {
   httpP99Ms: number;
   httpMaxMs: number;
   /**
-   * From the due time to the send, every request sent: the generator's own lateness (it shares the cores), which
-   * the HTTP figures include.
+   * From the due time to the send, every answered request (as the HTTP figures): the generator's own lateness (it
+   * shares the cores), which the HTTP figures include.
    */
   sendLateP99Ms: number;
   /** From the 2xx answer to the event's arrival on the TRADING subscriber. */
@@ -478,8 +478,11 @@ class SoakRecorder {
     const b = this.bucket(index);
     if (a.status === -1) b.skipped++;
     else if (a.status === 0) b.failed++;
-    else b.http.push(a.answeredMs - a.dueMs);
-    if (a.status !== -1) b.sendLate.push(a.sentMs - a.dueMs);
+    else {
+      // The same requests as `http`, so that the generator's share can be read against it row by row.
+      b.http.push(a.answeredMs - a.dueMs);
+      b.sendLate.push(a.sentMs - a.dueMs);
+    }
     if (a.status < 200 || a.status >= 300) {
       if (a.status > 0) b.non2xx++;
       return;
