@@ -6,29 +6,23 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { JetStreamIntakePublisher, NotConnectedError } from "../../src/adapters/nats/intake-publisher.ts";
-import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
+import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
 import { decodeIntakeEvent } from "../../src/domain/events.ts";
-import { type NatsServerHandle, startNats } from "../support/services.ts";
+import { startNatsWithTopology } from "../support/services.ts";
 import { makeOrder } from "../support/stack.ts";
 
-let nats: NatsServerHandle;
+let services: Awaited<ReturnType<typeof startNatsWithTopology>>;
 let nc: NatsConnection;
 
 beforeAll(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  await ensureTopology(await jetstreamManager(nc), {
-    duplicateWindowMs: 120_000,
-    ackWaitMs: 30_000,
-    maxAckPending: 1_000,
-  });
+  services = await startNatsWithTopology();
+  nc = services.nc;
 });
 
 afterAll(async () => {
-  await nc?.close();
-  await nats?.stop();
+  await services?.stop();
 });
 
 async function storedReferenceIds(): Promise<string[]> {

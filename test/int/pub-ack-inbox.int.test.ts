@@ -14,25 +14,20 @@ import {
   PubAckInbox,
   PubAckTimeoutError,
 } from "../../src/adapters/nats/pub-ack-inbox.ts";
-import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
-import { type NatsServerHandle, startNats } from "../support/services.ts";
+import { INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
+import { type NatsServerHandle, startNatsWithTopology } from "../support/services.ts";
 
+let services: Awaited<ReturnType<typeof startNatsWithTopology>>;
 let nats: NatsServerHandle;
 let nc: NatsConnection;
 
 beforeAll(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  await ensureTopology(await jetstreamManager(nc), {
-    duplicateWindowMs: 120_000,
-    ackWaitMs: 30_000,
-    maxAckPending: 1_000,
-  });
+  services = await startNatsWithTopology();
+  ({ nats, nc } = services);
 });
 
 afterAll(async () => {
-  await nc?.close();
-  await nats?.stop();
+  await services?.stop();
 });
 
 function intakeHeaders(msgId: string, stream = INTAKE_STREAM) {
