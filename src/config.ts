@@ -38,7 +38,14 @@ export type Config = {
   authJwks: string | undefined;
   /** Unset: lease a free snowflake worker id from NATS (see worker-lease.ts). */
   workerId: number | undefined;
+  /** DUPLICATE_WINDOW: SEQUENCE's duplicate window (the broker drops an intake re-publish of the same referenceId). */
   duplicateWindowMs: number;
+  /**
+   * TRADING_DUPLICATE_WINDOW: TRADING's duplicate window. Only the sequencer publishes there, and it re-publishes
+   * only what catch-up found missing after a failure, so the window needs to cover a batch still in flight then,
+   * not a client's retry; nats-server holds every msg id of it (docs/performance.md, "the duplicate windows").
+   */
+  tradingDuplicateWindowMs: number;
   /** Replicas of the SEQUENCE and TRADING streams (and the KV bucket): 1 on one server, 3 on a cluster. */
   streamReplicas: number;
   /**
@@ -336,14 +343,24 @@ export function loadConfig(env: Env = process.env): Config {
       `WRITER_LEASE_HEARTBEAT (${writerLeaseHeartbeatMs} ms) must be at most half of WRITER_LEASE_TTL (${writerLeaseTtlMs} ms)`,
     );
   }
-  const duplicateWindowMs = duration(env, "DUPLICATE_WINDOW", "2m", 1_000, 7 * 24 * 3_600_000);
+  // 30 s covers a client's retry after the API's 503 (Retry-After 1–5 s) with the same Idempotency-Key; a later one
+  // is filtered by the sequencer. nats-server holds every msg id of a window: at ~5k events/s NATS's usual 2 min cost
+  // it ~350 MB and 50–130 ms tail spikes (docs/performance.md, "the duplicate windows").
+  const duplicateWindowMs = duration(env, "DUPLICATE_WINDOW", "30s", 1_000, 7 * 24 * 3_600_000);
+  const tradingDuplicateWindowMs = duration(
+    env,
+    "TRADING_DUPLICATE_WINDOW",
+    "10s",
+    1_000,
+    7 * 24 * 3_600_000,
+  );
   // Up to 10 years (in hours: "8760h" is a year); JetStream refuses a max age below the duplicate window.
   const tradingMaxAgeMs = env.TRADING_MAX_AGE
     ? duration(env, "TRADING_MAX_AGE", "0s", 60_000, 87_600 * 3_600_000)
     : undefined;
-  if (tradingMaxAgeMs !== undefined && tradingMaxAgeMs < duplicateWindowMs) {
+  if (tradingMaxAgeMs !== undefined && tradingMaxAgeMs < tradingDuplicateWindowMs) {
     throw new ConfigError(
-      `TRADING_MAX_AGE (${tradingMaxAgeMs} ms) must be at least DUPLICATE_WINDOW (${duplicateWindowMs} ms)`,
+      `TRADING_MAX_AGE (${tradingMaxAgeMs} ms) must be at least TRADING_DUPLICATE_WINDOW (${tradingDuplicateWindowMs} ms)`,
     );
   }
   const natsUrl = url(env, "NATS_URL", ["nats:", "tls:", "ws:", "wss:"]);
@@ -363,6 +380,7 @@ export function loadConfig(env: Env = process.env): Config {
     authJwks: jwksSource(env),
     workerId: env.WORKER_ID ? integer(env, "WORKER_ID", 0, 0, MAX_WORKER_ID) : undefined,
     duplicateWindowMs,
+    tradingDuplicateWindowMs,
     streamReplicas: integer(env, "STREAM_REPLICAS", 1, 1, 5),
     tradingMaxAgeMs,
     tradingMaxBytes: byteLimit(env, "TRADING_MAX_BYTES"),

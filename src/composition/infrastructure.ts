@@ -8,7 +8,7 @@ import { type NatsConnection, PermissionViolationError } from "@nats-io/transpor
 import { type Database, openDatabase } from "../adapters/db/client.ts";
 import { connectNats, type NatsIdentity } from "../adapters/nats/connection.ts";
 import type { NatsRole } from "../adapters/nats/permissions.ts";
-import { ensureBuckets, ensureTopology } from "../adapters/nats/topology.ts";
+import { ensureBuckets, ensureTopology, type TopologyOptions } from "../adapters/nats/topology.ts";
 import { retry } from "../app/retry.ts";
 import { type Config, ConfigError, type Role } from "../config.ts";
 import type { Logger } from "../logger.ts";
@@ -90,6 +90,20 @@ function permissionMessage(error: unknown): string {
   );
 }
 
+/** The streams and consumer a config asks for (what provisioning creates and every role checks). */
+export function topologyOptions(config: Config): TopologyOptions {
+  return {
+    replicas: config.streamReplicas,
+    duplicateWindowMs: config.duplicateWindowMs,
+    tradingDuplicateWindowMs: config.tradingDuplicateWindowMs,
+    ackWaitMs: config.ackWaitMs,
+    maxAckPending: config.maxAckPending,
+    tradingMaxAgeMs: config.tradingMaxAgeMs,
+    tradingMaxBytes: config.tradingMaxBytes,
+    intakeMaxBytes: config.intakeMaxBytes,
+  };
+}
+
 /**
  * Creates or checks the streams, the consumer and (with `buckets`) the API's buckets. A role that may only read
  * them (every runtime role on an authorizing broker) passes when they exist as wanted; when something must be
@@ -103,15 +117,7 @@ export async function provisionTopology(
 ): Promise<void> {
   await withRetry(log, "JetStream provisioning", async () => {
     try {
-      await ensureTopology(connection.jsm, {
-        replicas: config.streamReplicas,
-        duplicateWindowMs: config.duplicateWindowMs,
-        ackWaitMs: config.ackWaitMs,
-        maxAckPending: config.maxAckPending,
-        tradingMaxAgeMs: config.tradingMaxAgeMs,
-        tradingMaxBytes: config.tradingMaxBytes,
-        intakeMaxBytes: config.intakeMaxBytes,
-      });
+      await ensureTopology(connection.jsm, topologyOptions(config));
       // The buckets are the API's alone: the sequencer role may not even read their info.
       if (options.buckets) {
         await ensureBuckets(connection.js, {

@@ -67,6 +67,7 @@ type TailOutcome = {
   warmup: { accepted: number };
   checks: { name: string; ok: boolean }[];
   duplicateWindowS: number;
+  tradingDuplicateWindowS: number;
   rows: { sendLateP99Ms: number; httpP99Ms: number }[];
 };
 
@@ -159,8 +160,9 @@ test.skipIf(onPglite)(
       expect(row.sendLateP99Ms).toBeGreaterThanOrEqual(0);
       expect(row.sendLateP99Ms).toBeLessThanOrEqual(row.httpP99Ms);
     }
-    expect(tail.duplicateWindowS).toBe(120);
-    expect(stdout).toContain("streams' duplicate window 120 s");
+    expect(tail.duplicateWindowS).toBe(30);
+    expect(tail.tradingDuplicateWindowS).toBe(10);
+    expect(stdout).toContain("duplicate windows SEQUENCE 30 s, TRADING 10 s");
     expect(tail.checks.map((c) => [c.name, c.ok])).toEqual([
       ["G1 no loss", true],
       ["G2 no duplicates", true],

@@ -43,7 +43,13 @@ const MIGRATIONS = (
 ).entries.length;
 
 const FIRST: TopologyOptions = { duplicateWindowMs: 120_000, ackWaitMs: 30_000, maxAckPending: 20_000 };
-const SECOND: TopologyOptions = { duplicateWindowMs: 45_000, ackWaitMs: 7_000, maxAckPending: 512 };
+// FIRST leaves TRADING's window to follow SEQUENCE's; SECOND gives TRADING its own, shorter one.
+const SECOND: TopologyOptions = {
+  duplicateWindowMs: 45_000,
+  tradingDuplicateWindowMs: 10_000,
+  ackWaitMs: 7_000,
+  maxAckPending: 512,
+};
 
 async function connectNats(
   url: string,
@@ -138,12 +144,12 @@ describe("ensureTopology against nats-server", () => {
   );
 
   test(
-    "different duplicate window / ack wait / max ack pending are updated in place, keeping messages",
+    "different duplicate windows (TRADING its own) / ack wait / max ack pending are updated in place, keeping messages",
     async () => {
       const before = await snapshot();
       await ensureTopology(jsm, SECOND);
       await expectStream(INTAKE_STREAM, "sequence.>", SECOND.duplicateWindowMs);
-      await expectStream(TRADING_STREAM, "trading.>", SECOND.duplicateWindowMs);
+      await expectStream(TRADING_STREAM, "trading.>", 10_000);
       await expectConsumer(SECOND);
       // Same objects (not deleted and recreated), same message.
       expect(await snapshot()).toEqual(before);
@@ -152,6 +158,13 @@ describe("ensureTopology against nats-server", () => {
       await ensureTopology(jsm, SECOND);
       expect(await snapshot()).toEqual(before);
       await expectConsumer(SECOND);
+      // TRADING's window alone changes TRADING alone.
+      await ensureTopology(jsm, { ...SECOND, tradingDuplicateWindowMs: 20_000 });
+      await expectStream(TRADING_STREAM, "trading.>", 20_000);
+      await expectStream(INTAKE_STREAM, "sequence.>", SECOND.duplicateWindowMs);
+      await ensureTopology(jsm, SECOND);
+      await expectStream(TRADING_STREAM, "trading.>", 10_000);
+      expect(await snapshot()).toEqual(before);
     },
     TIMEOUT,
   );
@@ -232,7 +245,7 @@ describe("ensureTopology against nats-server", () => {
         expect(await limitsOf(TRADING_STREAM)).toEqual(unlimited);
         expect(await limitsOf(INTAKE_STREAM)).toEqual(unlimited);
         await expectStream(INTAKE_STREAM, "sequence.>", SECOND.duplicateWindowMs);
-        await expectStream(TRADING_STREAM, "trading.>", SECOND.duplicateWindowMs);
+        await expectStream(TRADING_STREAM, "trading.>", 10_000);
         await expectConsumer(SECOND);
         expect(await snapshot()).toEqual(before);
         await expectMessageKept();

@@ -6,7 +6,8 @@
  * PubAck of our own message still counts.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { headers } from "@nats-io/transport-node";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { headers, nanos } from "@nats-io/transport-node";
 import { sql } from "drizzle-orm";
 import { rowsOf } from "../../src/adapters/db/client.ts";
 import { INTAKE_STREAM, TRADING_STREAM } from "../../src/adapters/nats/topology.ts";
@@ -396,6 +397,30 @@ describe.each(DATABASE_BACKENDS)("sequencer on %s", (_name, databaseUrl) => {
     expect((refused as TradingMismatchError).sequenceId).toBe(5n);
     expect(String(refused)).toContain("body differs");
     expect(await tradingLast()).toBe(5n);
+  });
+
+  test("after TRADING's duplicate window a re-publish is refused for its expected last sequence, stores nothing, and the sequencer goes on", async () => {
+    await sequenceOrders(5);
+    // A short TRADING window (TRADING_DUPLICATE_WINDOW's floor), then let it pass: the broker forgets the msg ids.
+    await stack.jsm.streams.update(TRADING_STREAM, { duplicate_window: nanos(1_000) });
+    await sleep(2_500);
+    const real = new JetStreamTradingLog(stack.nc, stack.js, stack.jsm, 5_000);
+    const records = await stack.store.readAfter(0n, 10);
+    // A batch TRADING already has, re-published late (what a retry after a lost PubAck would be): no longer a
+    // duplicate, so the expected last sequence is what refuses it.
+    for (const late of [records.slice(4), records.slice(2)]) {
+      const refused = await real.append(late).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      expect(refused).toBeInstanceOf(JetStreamApiError);
+      expect((refused as JetStreamApiError).code).toBe(JetStreamApiCodes.StreamWrongLastSequence);
+    }
+    expect(await tradingLast()).toBe(5n);
+    // The sequencer starts with catch-up (TRADING is at the head: nothing to republish) and sequences on.
+    await sequenceOrders(3);
+    expect(await tradingLast()).toBe(8n);
+    await checkLog(stack);
   });
 
   test("after an upgrade: TRADING messages published before the digest chain (same bytes, msg id = sequenceId) are accepted", async () => {

@@ -2,7 +2,7 @@
  * The bench's pipeline phase, the parts that are arithmetic: the closed loop's window (TRADING's rate and every
  * process's CPU per sequenced event between the same two samples), the tail's per-interval verdicts (an interval
  * without a percentile fails), the ratios and targets in the summary (n/a when the other side did not run), and the
- * `all` broker user (both runtime roles' rights, nothing more).
+ * `all` broker user (both runtime roles' rights, nothing more), and the soak generator's scan for an answer's referenceId.
  */
 import { describe, expect, test } from "bun:test";
 import { ROLE_PERMISSIONS, renderAuthorization } from "../../src/adapters/nats/permissions.ts";
@@ -12,6 +12,7 @@ import {
   renderBenchAuthorization,
   unionPermissions,
 } from "../../tools/bench/broker-auth.ts";
+import { referenceIdOf } from "../../tools/bench/loadgen/bun-loadgen.ts";
 import { headline, type PipelineResult } from "../../tools/bench/pipeline.ts";
 import {
   type CapacitySample,
@@ -207,5 +208,17 @@ describe("the `all` broker user", () => {
     expect(rendered.match(/user: /g)?.length).toBe(5);
     expect(rendered.endsWith("    }\n  ]\n}\n")).toBe(true);
     expect(() => renderBenchAuthorization("users: []\n")).toThrow(/update broker-auth.ts/);
+  });
+});
+
+describe("the soak generator's answer scan", () => {
+  test("finds the referenceId in the API's answer as JSON.stringify writes it, and nothing in anything else", () => {
+    const answer = JSON.stringify({ referenceId: "7377265183762149376", orderId: "7377265183762149377" });
+    expect(referenceIdOf(answer)).toBe("7377265183762149376");
+    expect(referenceIdOf(JSON.stringify({ orderId: "1", referenceId: "42" }))).toBe("42");
+    expect(referenceIdOf(JSON.stringify({ error: "rate limited" }))).toBeUndefined();
+    expect(referenceIdOf('{"referenceId":""}')).toBeUndefined();
+    expect(referenceIdOf('{"referenceId":"12')).toBeUndefined();
+    expect(referenceIdOf("")).toBeUndefined();
   });
 });

@@ -42,7 +42,8 @@ describe("loadConfig defaults", () => {
       authAudience: undefined,
       authJwks: undefined,
       workerId: undefined,
-      duplicateWindowMs: 120_000,
+      duplicateWindowMs: 30_000,
+      tradingDuplicateWindowMs: 10_000,
       idempotencyWindowMs: 86_400_000,
       streamReplicas: 1,
       publishTimeoutMs: 5_000,
@@ -83,6 +84,7 @@ describe("loadConfig defaults", () => {
       DATA_DIR: "",
       WORKER_ID: "",
       DUPLICATE_WINDOW: "",
+      TRADING_DUPLICATE_WINDOW: "",
       NATS_URL: "",
       DATABASE_URL: "",
       AUTH_SECRET: "",
@@ -117,6 +119,7 @@ describe("loadConfig valid values", () => {
       AUTH_SECRET: SECRET,
       WORKER_ID: "1023",
       DUPLICATE_WINDOW: "5m",
+      TRADING_DUPLICATE_WINDOW: "30s",
       PUBLISH_TIMEOUT: "250ms",
       SEQUENCER_BATCH_SIZE: "5000",
       SEQUENCER_MAX_BATCH_SIZE: "8000",
@@ -159,6 +162,7 @@ describe("loadConfig valid values", () => {
       authJwks: undefined,
       workerId: 1023,
       duplicateWindowMs: 300_000,
+      tradingDuplicateWindowMs: 30_000,
       idempotencyWindowMs: 86_400_000,
       streamReplicas: 1,
       publishTimeoutMs: 250,
@@ -215,6 +219,19 @@ describe("loadConfig valid values", () => {
     expect(loadConfig({ DUPLICATE_WINDOW: "168h" }).duplicateWindowMs).toBe(7 * 24 * 3_600_000);
     expect(configError({ DUPLICATE_WINDOW: "999ms" }).message).toContain("DUPLICATE_WINDOW");
     expect(configError({ DUPLICATE_WINDOW: "169h" }).message).toContain("DUPLICATE_WINDOW");
+  });
+
+  test("TRADING's duplicate window is its own: 10s by default, 1s to 7 days, not following DUPLICATE_WINDOW", () => {
+    expect(loadConfig({ DUPLICATE_WINDOW: "5m" }).tradingDuplicateWindowMs).toBe(10_000);
+    expect(loadConfig({ TRADING_DUPLICATE_WINDOW: "1s" }).tradingDuplicateWindowMs).toBe(1_000);
+    expect(loadConfig({ TRADING_DUPLICATE_WINDOW: "168h" }).tradingDuplicateWindowMs).toBe(
+      7 * 24 * 3_600_000,
+    );
+    expect(configError({ TRADING_DUPLICATE_WINDOW: "999ms" }).message).toStartWith(
+      "TRADING_DUPLICATE_WINDOW must be a duration",
+    );
+    expect(configError({ TRADING_DUPLICATE_WINDOW: "169h" }).message).toContain("TRADING_DUPLICATE_WINDOW");
+    expect(configError({ TRADING_DUPLICATE_WINDOW: "2" }).message).toContain('(got "2")');
   });
 
   test("AUTH_SECRET of exactly 32 characters is accepted", () => {
@@ -571,12 +588,14 @@ describe("storage limits: TRADING_MAX_AGE, TRADING_MAX_BYTES, INTAKE_MAX_BYTES",
     expect(message).toContain(JSON.stringify(raw));
   });
 
-  test("TRADING_MAX_AGE below DUPLICATE_WINDOW is refused (JetStream would refuse the stream)", () => {
-    expect(configError({ TRADING_MAX_AGE: "1m" }).message).toBe(
-      "TRADING_MAX_AGE (60000 ms) must be at least DUPLICATE_WINDOW (120000 ms)",
+  test("TRADING_MAX_AGE below TRADING_DUPLICATE_WINDOW is refused (JetStream would refuse the stream)", () => {
+    expect(configError({ TRADING_MAX_AGE: "1m", TRADING_DUPLICATE_WINDOW: "2m" }).message).toBe(
+      "TRADING_MAX_AGE (60000 ms) must be at least TRADING_DUPLICATE_WINDOW (120000 ms)",
     );
-    expect(configError({ TRADING_MAX_AGE: "5m", DUPLICATE_WINDOW: "1h" }).message).toContain(
-      "must be at least DUPLICATE_WINDOW",
+    expect(configError({ TRADING_MAX_AGE: "5m", TRADING_DUPLICATE_WINDOW: "1h" }).message).toContain(
+      "must be at least TRADING_DUPLICATE_WINDOW",
     );
+    // SEQUENCE's window is not TRADING's: a long one does not bound TRADING's age.
+    expect(loadConfig({ TRADING_MAX_AGE: "1m", DUPLICATE_WINDOW: "1h" }).tradingMaxAgeMs).toBe(60_000);
   });
 });

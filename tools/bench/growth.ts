@@ -173,9 +173,11 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
             await broker.jsm.streams.delete(INTAKE_STREAM);
             await ensureTopology(broker.jsm, topology(ctx));
           }
-          // The broker remembers every msg id of the fill for its duplicate window; a log that grew over days has
+          // The broker remembers every msg id of the fill for TRADING's duplicate window; a log that grew over days has
           // no such burst behind it, so the drain starts once the window has passed (not with --quick).
-          const leftMs = ctx.opts.quick ? 0 : filledAt + topology(ctx).duplicateWindowMs - performance.now();
+          const { tradingDuplicateWindowMs, duplicateWindowMs } = topology(ctx);
+          const windowMs = tradingDuplicateWindowMs ?? duplicateWindowMs;
+          const leftMs = ctx.opts.quick ? 0 : filledAt + windowMs - performance.now();
           if (leftMs > 0) {
             ctx.progress.note(
               `growth: waiting ${(leftMs / 1000).toFixed(0)} s for the fill's duplicate window to pass`,

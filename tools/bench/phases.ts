@@ -14,6 +14,7 @@ import {
   type TopologyOptions,
   TRADING_STREAM,
 } from "../../src/adapters/nats/topology.ts";
+import { topologyOptions } from "../../src/composition/infrastructure.ts";
 import { loadConfig } from "../../src/config.ts";
 import { encodeIntakeEvent } from "../../src/domain/events.ts";
 import { SnowflakeGenerator } from "../../src/domain/ids.ts";
@@ -93,16 +94,7 @@ export function readProfile(profileDir: string): { file: string; top: ProfileEnt
  * not change it.
  */
 export function topology(ctx: Pick<Ctx, "opts">): TopologyOptions {
-  const c = loadConfig({ ...ctx.opts.serviceEnv });
-  return {
-    replicas: c.streamReplicas,
-    duplicateWindowMs: c.duplicateWindowMs,
-    ackWaitMs: c.ackWaitMs,
-    maxAckPending: c.maxAckPending,
-    tradingMaxAgeMs: c.tradingMaxAgeMs,
-    tradingMaxBytes: c.tradingMaxBytes,
-    intakeMaxBytes: c.intakeMaxBytes,
-  };
+  return topologyOptions(loadConfig({ ...ctx.opts.serviceEnv }));
 }
 
 export const ORDER_BODY = JSON.stringify({ direction: "BUY", price: "100.5", quantity: "2" });

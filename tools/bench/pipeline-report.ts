@@ -2,7 +2,7 @@
  * The pipeline phase's own tables, printed under the main table: the two sustained measurements with every
  * process's CPU per sequenced event, the tail row by row against its bounds, and the outcome checks.
  */
-import type { CapacityFailure, PipelineResult } from "./pipeline.ts";
+import type { CapacityFailure, PipelineResult, PipelineTail } from "./pipeline.ts";
 import { headline, isFailure } from "./pipeline.ts";
 import { intervalVerdict, TAIL_HTTP_P99_LIMIT_MS, TAIL_TO_TRADING_P99_LIMIT_MS } from "./pipeline-figures.ts";
 import { columns } from "./report.ts";
@@ -47,6 +47,13 @@ function sustainedLine(c: SoakCapacity | CapacityFailure): string {
     ? `; API CPU ${int((api.cpuS * 1e6) / (c.httpRps * c.windowS))} µs per answered request`
     : "";
   return `${LAYOUT_NAMES[c.layout]}: TRADING kept up with ${int(c.tradingPerSec)} events/s (${int(c.window.events)} events in ${c.windowS.toFixed(1)} s); the API answered ${int(c.httpRps)} req/s${perRequest}`;
+}
+
+/** The streams' duplicate windows, which shape the tail (nats-server keeps every msg id of them); "" when unknown. */
+function duplicateWindows(tail: Pick<PipelineTail, "duplicateWindowS" | "tradingDuplicateWindowS">): string {
+  const { duplicateWindowS: sequence, tradingDuplicateWindowS: trading } = tail;
+  if (sequence === undefined) return "";
+  return `; duplicate windows SEQUENCE ${sequence} s, TRADING ${trading ?? sequence} s (DUPLICATE_WINDOW, TRADING_DUPLICATE_WINDOW: nats-server keeps every msg id of them, which shapes this tail — docs/performance.md)`;
 }
 
 function tailTable(p: PipelineResult): string[] {
@@ -106,7 +113,7 @@ export function renderPipeline(p: PipelineResult, heading = "pipeline"): string 
     "",
     ...sustainedTable(measured),
     "",
-    `tail: ${p.tail.minutes} min open loop at ${int(p.tail.rate)} req/s (half the split figure; fixed schedule, at most 1 024 in flight), a row per ${p.tail.intervalS} s, after ${p.tail.warmup?.seconds ?? 0} s of the same load as warm-up (in the outcome checks, in no row)${p.tail.duplicateWindowS === undefined ? "" : `; streams' duplicate window ${p.tail.duplicateWindowS} s (DUPLICATE_WINDOW: nats-server keeps every msg id of it, which shapes this tail — docs/performance.md)`}`,
+    `tail: ${p.tail.minutes} min open loop at ${int(p.tail.rate)} req/s (half the split figure; fixed schedule, at most 1 024 in flight), a row per ${p.tail.intervalS} s, after ${p.tail.warmup?.seconds ?? 0} s of the same load as warm-up (in the outcome checks, in no row)${duplicateWindows(p.tail)}`,
     "HTTP: from each request's due time to its answer; sent late: from the due time to the send (the generator's own lateness, part of HTTP); accept→TRADING: from the 2xx answer to the event's arrival on a trading.> subscriber",
     `totals: ${int(t.due)} due, ${int(t.accepted)} accepted, ${t.non2xx} non-2xx, ${t.failed} failed, ${t.skipped} skipped; ${t.sequencedAfterEnd} events reached TRADING after the load stopped`,
     `worst interval: HTTP p99 ${ms(s.worstHttpP99Ms)} ms (${s.httpIntervalsMissed} of ${s.intervals} over ${TAIL_HTTP_P99_LIMIT_MS} ms), accept→TRADING p99 ${ms(s.worstToTradingP99Ms)} ms (${s.toTradingIntervalsMissed} of ${s.intervals} over ${TAIL_TO_TRADING_P99_LIMIT_MS} ms)`,

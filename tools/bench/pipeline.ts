@@ -30,10 +30,12 @@ export type PipelineTail = OpenLoopRun & {
   minutes: number;
   intervalS: number;
   /**
-   * The streams' duplicate window in effect (DUPLICATE_WINDOW, or --service-env): nats-server holds every msg id of
-   * it, which at these rates decides its memory and much of the tail (docs/performance.md, "the duplicate windows").
+   * The streams' duplicate windows in effect (DUPLICATE_WINDOW for SEQUENCE, TRADING_DUPLICATE_WINDOW for TRADING,
+   * or --service-env): nats-server holds every msg id of them, which at these rates decides its memory and much of
+   * the tail (docs/performance.md, "the duplicate windows").
    */
   duplicateWindowS?: number;
+  tradingDuplicateWindowS?: number;
   summary: TailSummary;
 };
 
@@ -119,6 +121,7 @@ export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResul
       warmupMs: ctx.opts.warmupMs,
     });
     const summary = tailSummary(run.rows);
+    const windows = topology(ctx);
     ctx.progress.note(
       `pipeline tail: worst interval HTTP p99 ${summary.worstHttpP99Ms.toFixed(1)} ms, accept→TRADING p99 ${summary.worstToTradingP99Ms.toFixed(1)} ms; ${run.checks.filter((c) => !c.ok).length} of ${run.checks.length} outcome checks failed`,
     );
@@ -133,7 +136,8 @@ export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResul
         rate,
         minutes: ctx.opts.tailMinutes,
         intervalS: intervalMs / 1000,
-        duplicateWindowS: topology(ctx).duplicateWindowMs / 1000,
+        duplicateWindowS: windows.duplicateWindowMs / 1000,
+        tradingDuplicateWindowS: (windows.tradingDuplicateWindowMs ?? windows.duplicateWindowMs) / 1000,
         summary,
       },
     };

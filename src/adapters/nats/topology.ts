@@ -46,7 +46,14 @@ export const INTAKE_MAX_MESSAGE_BYTES = 4096;
 export type TopologyOptions = {
   /** Stream replicas: 1 on a single server, 3 (or 5) on a JetStream cluster. */
   replicas?: number;
+  /** SEQUENCE's duplicate window: covers the API's and its clients' re-publishes of one referenceId. */
   duplicateWindowMs: number;
+  /**
+   * TRADING's duplicate window (default: duplicateWindowMs). Only the sequencer's re-publish of a batch in flight
+   * at a failure needs it; outside it such a re-publish is refused for its expected last sequence and catch-up
+   * reads TRADING's tail again, so it can be short: nats-server holds every msg id of a window in memory.
+   */
+  tradingDuplicateWindowMs?: number | undefined;
   /** How long the server waits for an ack before redelivering; the sequencer extends it while it retries. */
   ackWaitMs: number;
   /** Upper bound on delivered-but-unacked intake messages: bounds the sequencer's memory. */
@@ -235,7 +242,8 @@ export async function ensureTopology(jsm: JetStreamManager, options: TopologyOpt
     replicas,
     intakeLimits,
   );
-  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, options.duplicateWindowMs, replicas, {
+  const tradingWindowMs = options.tradingDuplicateWindowMs ?? options.duplicateWindowMs;
+  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, tradingWindowMs, replicas, {
     maxMessageBytes: -1,
     maxBytes: options.tradingMaxBytes ?? -1,
     maxAgeMs: options.tradingMaxAgeMs ?? 0,
