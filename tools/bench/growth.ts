@@ -17,7 +17,7 @@ import { asc, sql as dsql, eq, gt } from "drizzle-orm";
 import postgres from "postgres";
 import { postgresDb } from "../../src/adapters/db/client.ts";
 import { events } from "../../src/adapters/db/schema.ts";
-import { ensureTopology, INTAKE_STREAM } from "../../src/adapters/nats/topology.ts";
+import { ensureTopology, INTAKE_STREAM, tradingWindowMs } from "../../src/adapters/nats/topology.ts";
 import { TokenService } from "../../src/app/auth.ts";
 import { freePort } from "../services/local-services.ts";
 import { startAuthenticatedNats } from "./broker.ts";
@@ -175,9 +175,7 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
           }
           // The broker remembers every msg id of the fill for TRADING's duplicate window; a log that grew over days has
           // no such burst behind it, so the drain starts once the window has passed (not with --quick).
-          const { tradingDuplicateWindowMs, duplicateWindowMs } = topology(ctx);
-          const windowMs = tradingDuplicateWindowMs ?? duplicateWindowMs;
-          const leftMs = ctx.opts.quick ? 0 : filledAt + windowMs - performance.now();
+          const leftMs = ctx.opts.quick ? 0 : filledAt + tradingWindowMs(topology(ctx)) - performance.now();
           if (leftMs > 0) {
             ctx.progress.note(
               `growth: waiting ${(leftMs / 1000).toFixed(0)} s for the fill's duplicate window to pass`,

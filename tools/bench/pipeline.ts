@@ -10,6 +10,7 @@
  *    then the outcome checks G1–G4.
  * The machinery is the soak's (soak.ts); this file only runs it in that order.
  */
+import { tradingWindowMs } from "../../src/adapters/nats/topology.ts";
 import { type Ctx, resetStreams, topology } from "./phases.ts";
 import { type TailSummary, tailSummary } from "./pipeline-figures.ts";
 import {
@@ -137,7 +138,7 @@ export async function measurePipeline(ctx: Ctx, tag = ""): Promise<PipelineResul
         minutes: ctx.opts.tailMinutes,
         intervalS: intervalMs / 1000,
         duplicateWindowS: windows.duplicateWindowMs / 1000,
-        tradingDuplicateWindowS: (windows.tradingDuplicateWindowMs ?? windows.duplicateWindowMs) / 1000,
+        tradingDuplicateWindowS: tradingWindowMs(windows) / 1000,
         summary,
       },
     };

@@ -242,8 +242,7 @@ export async function ensureTopology(jsm: JetStreamManager, options: TopologyOpt
     replicas,
     intakeLimits,
   );
-  const tradingWindowMs = options.tradingDuplicateWindowMs ?? options.duplicateWindowMs;
-  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, tradingWindowMs, replicas, {
+  await ensureStream(jsm, TRADING_STREAM, TRADING_SUBJECT_PREFIX, tradingWindowMs(options), replicas, {
     maxMessageBytes: -1,
     maxBytes: options.tradingMaxBytes ?? -1,
     maxAgeMs: options.tradingMaxAgeMs ?? 0,
@@ -251,6 +250,13 @@ export async function ensureTopology(jsm: JetStreamManager, options: TopologyOpt
     retention: RetentionPolicy.Limits,
   });
   await ensureSequencerConsumer(jsm, options);
+}
+
+/** TRADING's duplicate window: its own when given, else SEQUENCE's. */
+export function tradingWindowMs(
+  options: Pick<TopologyOptions, "duplicateWindowMs" | "tradingDuplicateWindowMs">,
+): number {
+  return options.tradingDuplicateWindowMs ?? options.duplicateWindowMs;
 }
 
 /** Whether TRADING has a size or age limit (and so discards its oldest messages). */

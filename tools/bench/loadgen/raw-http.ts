@@ -18,6 +18,7 @@ export class RawHttpError extends Error {
 
 const HEAD_END = Buffer.from("\r\n\r\n");
 const LINE_END = Buffer.from("\r\n");
+const NOTHING = Buffer.alloc(0);
 /** A response head larger than this is not one the bench's target sends. */
 const MAX_HEAD_BYTES = 16 * 1024;
 
@@ -87,7 +88,7 @@ type Waiter = { resolve(answer: RawAnswer): void; reject(error: Error): void; st
 
 /** One keep-alive connection: at most one request in flight. */
 class Connection {
-  private received: Buffer = Buffer.alloc(0);
+  private received: Buffer = NOTHING;
   private unsent: Uint8Array | null = null;
   waiter: Waiter | null = null;
   closed = false;
@@ -133,7 +134,7 @@ class Connection {
       this.fail(new RawHttpError("bytes from the server with no request waiting for them"));
       return;
     }
-    this.received = Buffer.alloc(0);
+    this.received = NOTHING;
     this.waiter = null;
     if (parsed.close) this.end();
     else this.release(this);
