@@ -490,23 +490,28 @@ describe("migrations on PostgreSQL", () => {
       expect(dupRef.code).toBe("23505");
       expect(dupRef.constraint_name).toBe("events_reference_id_unique");
 
-      // previous_id is unique. With the check in place a repeated previous_id also repeats sequence_id, so
-      // either unique index may report it; it must fail as a unique violation all the same.
+      // previous_id is unique: the check ties it to sequence_id - 1, so a repeated previous_id repeats sequence_id
+      // and the primary key refuses it. No index of its own does that any more (drizzle/0005).
       const dupPrev = await failure(insert(1, 0, 1003));
       expect(dupPrev.code).toBe("23505");
-      expect(["events_pkey", "events_previous_id_unique"]).toContain(dupPrev.constraint_name ?? "");
+      expect(dupPrev.constraint_name).toBe("events_pkey");
+      const [redundant] = await pg<{ n: number }[]>`
+        select count(*)::int as n from pg_indexes where tablename = 'events' and indexname = 'events_previous_id_unique'`;
+      expect(redundant?.n).toBe(0);
 
-      // To see the previous_id constraint on its own, lift the check inside a transaction that is rolled back.
-      const isolated = await failure(
-        pg.begin(async (tx) => {
+      // Without the check a row could name any predecessor: the check is what keeps previous_id unique. Lift it
+      // inside a transaction that is rolled back, and a second row naming predecessor 0 goes in.
+      const unchecked = await pg
+        .begin(async (tx) => {
           await tx`alter table events drop constraint events_previous_id_is_predecessor`;
           await tx`insert into events (sequence_id, previous_id, reference_id, type, user_id, payload, created_at, sequenced_at,
-                                      digest)
-                   values (7, 0, 1007, 'CREATE_ORDER', 1, '{}', ${now}, ${now}, decode(repeat('00', 32), 'hex'))`;
-        }),
-      );
-      expect(isolated.code).toBe("23505");
-      expect(isolated.constraint_name).toBe("events_previous_id_unique");
+                                    digest)
+                 values (7, 0, 1007, 'CREATE_ORDER', 1, '{}', ${now}, ${now}, decode(repeat('00', 32), 'hex'))`;
+          const [n] = await tx<{ n: number }[]>`select count(*)::int as n from events where previous_id = 0`;
+          throw Object.assign(new Error("roll back"), { rowsNamingZero: n?.n });
+        })
+        .catch((e: { rowsNamingZero?: number }) => e.rowsNamingZero);
+      expect(unchecked).toBe(2);
 
       // The rollback restored the check, and only the one valid row was stored.
       const [check] = await pg<{ n: number }[]>`

@@ -1,7 +1,7 @@
 /**
  * Single writer on a real PostgreSQL: one lease holder at a time, a standby takes over when the holder goes,
  * a write without the lock is refused inside its own transaction, and two writers that bypass the lease still
- * cannot fork the sequence (primary key + unique previous_id).
+ * cannot fork the sequence (primary key; previous_id = sequence_id - 1 by check).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";

@@ -48,6 +48,7 @@ import { Progress } from "./progress.ts";
 import { measureReplay, profileReplay, type ReplayResult } from "./replay.ts";
 import { type RunResult, renderSoak, renderTable, summarize } from "./report.ts";
 import { measureSoak, type SoakResult } from "./soak.ts";
+import { warmWal } from "./wal-warmup.ts";
 
 const RESULTS_DIR = resolve(import.meta.dir, "../../bench/results");
 /** Temp dirs of this run (child logs, data), removed on exit — also after Ctrl-C. */
@@ -173,10 +174,19 @@ async function bench(opts: BenchOptions): Promise<void> {
   const nats: StartedBroker | undefined = natsAuth ? await startAuthenticatedNats(natsAuth) : undefined;
   const natsUrl = process.env.NATS_URL || (nats?.url as string);
   const localPg = process.env.DATABASE_URL ? undefined : await startLocalPostgres({ durable: !opts.pgFast });
-  const pgSettings = opts.pgFast
-    ? "fsync, synchronous_commit and full_page_writes off (--pg-fast)"
-    : "durable defaults: fsync, synchronous_commit on";
   const adminUrl = process.env.DATABASE_URL || (localPg?.adminUrl as string);
+  // Only the bench's own cluster: a DATABASE_URL server is someone's running database, its WAL long warm.
+  const walWarmup =
+    localPg && opts.walWarmupMb > 0 ? await warmWal(localPg.adminUrl, opts.walWarmupMb) : undefined;
+  const pgSettings = `${
+    opts.pgFast
+      ? "fsync, synchronous_commit and full_page_writes off (--pg-fast)"
+      : "durable defaults: fsync, synchronous_commit on"
+  }${
+    walWarmup
+      ? `; WAL warmed: ${walWarmup.mb} MB written and checkpointed first (${walWarmup.segments} segments to recycle, ${walWarmup.seconds.toFixed(1)} s), as in a running database`
+      : ""
+  }`;
   const nc = await connect({ servers: natsUrl, noAsyncTraces: true, ...(natsAuth?.admin ?? {}) });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);

@@ -59,6 +59,8 @@ export type BenchOptions = {
   force: boolean;
   /** Start the local PostgreSQL with the tests' settings (fsync, synchronous_commit, full_page_writes off). */
   pgFast: boolean;
+  /** MB of WAL the bench's own PostgreSQL writes and checkpoints before the phases (wal-warmup.ts); 0 = none. */
+  walWarmupMb: number;
   /** Before each measurement, wait (up to 2 min) for a second with the machine below this % busy; 0 = don't. */
   quietBelowPct: number;
   /** Extra environment for the service children (experiments: SEQUENCER_BATCH_SIZE=5000, …). */
@@ -72,7 +74,7 @@ export const BENCH_USAGE = `usage: npm run bench -- [--quick] [--json <path>] [-
                         [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
                         [--replay-events <n>] [--only ingest,raw,drain,e2e,pipeline,replay,soak,growth] [--soak-minutes <n>] [--soak-rate <req/s>]
                         [--soak-interval <s>] [--pipeline-duration <s>] [--tail-minutes <n>]
-                        [--tail-interval <s>] [--profile] [--pg-fast] [--quiet-below <% busy>]
+                        [--tail-interval <s>] [--profile] [--pg-fast] [--wal-warmup-mb <n>] [--quiet-below <% busy>]
                         [--growth-rows <n>] [--growth-backlog <n>]
                         [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]
        (npm run bench = bun tools/bench/index.ts)`;
@@ -118,6 +120,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       profile: { type: "boolean", default: false },
       force: { type: "boolean", default: false },
       "pg-fast": { type: "boolean", default: false },
+      "wal-warmup-mb": { type: "string" },
       "quiet-below": { type: "string" },
       "service-env": { type: "string", multiple: true },
       "service-bun-flag": { type: "string", multiple: true },
@@ -171,6 +174,10 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     phases,
     force: values.force ?? false,
     pgFast: values["pg-fast"] ?? false,
+    walWarmupMb:
+      values["wal-warmup-mb"] === "0"
+        ? 0
+        : Math.round(positive("--wal-warmup-mb", values["wal-warmup-mb"], quick ? 0 : 1024)),
     serviceEnv,
     serviceBunFlags: values["service-bun-flag"] ?? [],
     quietBelowPct:
