@@ -178,15 +178,12 @@ async function bench(opts: BenchOptions): Promise<void> {
   // Only the bench's own cluster: a DATABASE_URL server is someone's running database, its WAL long warm.
   const walWarmup =
     localPg && opts.walWarmupMb > 0 ? await warmWal(localPg.adminUrl, opts.walWarmupMb) : undefined;
-  const pgSettings = `${
-    opts.pgFast
-      ? "fsync, synchronous_commit and full_page_writes off (--pg-fast)"
-      : "durable defaults: fsync, synchronous_commit on"
-  }${
-    walWarmup
-      ? `; WAL warmed: ${walWarmup.mb} MB written and checkpointed first (${walWarmup.segments} segments to recycle, ${walWarmup.seconds.toFixed(1)} s), as in a running database`
-      : ""
-  }`;
+  const durability = opts.pgFast
+    ? "fsync, synchronous_commit and full_page_writes off (--pg-fast)"
+    : "durable defaults: fsync, synchronous_commit on";
+  const pgSettings = walWarmup
+    ? `${durability}; WAL warmed: ${walWarmup.mb} MB written and checkpointed first (${walWarmup.segments} segments to recycle, ${walWarmup.seconds.toFixed(1)} s), as in a running database`
+    : durability;
   const nc = await connect({ servers: natsUrl, noAsyncTraces: true, ...(natsAuth?.admin ?? {}) });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);

@@ -5,7 +5,7 @@
  * Why: a fresh cluster has no WAL segments to recycle, so every 16 MB of WAL the committing backend creates a new
  * segment and fills it with zeroes (wal_init_zero) before its commit returns — at the sequencer's ~6 MB/s of WAL
  * in the tail, every ~3 s. Those commits took 50–120 ms (2–4 per 10 s, sequencer_transaction_duration_seconds),
- * which alone put accept→TRADING p99 over 25 ms in every tail row (docs/performance.md, "Session 2026-12-01").
+ * which alone put accept→TRADING p99 over 25 ms in most tail rows (docs/performance.md, "Session 2026-12-01").
  * A database that has been running recycles segments at each checkpoint (sized by the previous checkpoint's
  * distance, within min_wal_size..max_wal_size) and creates them only rarely. Durability is untouched: fsync,
  * synchronous_commit and full_page_writes keep their defaults, and no setting changes.
