@@ -16,7 +16,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connectNats, type NatsIdentity } from "./adapters/nats/connection.ts";
 import { TRADING_STREAM } from "./adapters/nats/topology.ts";
 import { TradingTrimmedError, trimmedDetail } from "./client/trading-errors.ts";
-import { subscribeTrading } from "./client/trading-subscriber.ts";
+import { subscribeTradingBatches } from "./client/trading-subscriber.ts";
 
 export type ReplayOptions = { natsUrl: string; after: bigint; follow: boolean; identity?: NatsIdentity };
 
@@ -95,17 +95,20 @@ export async function replay({ natsUrl, after, follow, identity }: ReplayOptions
       process.stderr.write(`replay: ${written} events written, at sequenceId ${after + BigInt(written)}\n`);
     }, 1_000);
     try {
-      const events = subscribeTrading({
+      // In batches (the messages that arrived together): one await per batch, not per event.
+      const batches = subscribeTradingBatches({
         connection: nc,
         after,
         // From the start the chain starts at the zero digest; a later start has no stored digest to chain from.
         previousDigest: after === 0n ? undefined : null,
         ...(follow ? {} : { until: BigInt(last) }),
       });
-      for await (const { body } of events) {
-        if (out.full(body.length)) await out.flush();
-        out.add(body);
-        written++;
+      for await (const batch of batches) {
+        for (const { body } of batch) {
+          if (out.full(body.length)) await out.flush();
+          out.add(body);
+          written++;
+        }
       }
     } catch (error) {
       throw error instanceof TradingTrimmedError ? new ReplayTrimmedError(error) : error;

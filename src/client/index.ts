@@ -1,8 +1,8 @@
 /**
  * `exactly-once-sequencer/trading`: the library a downstream service (a matching engine) reads TRADING with.
- * subscribeTrading yields the sequenced events after a sequenceId, decoded, in order, each exactly once across
- * reconnects and broker restarts, with positions and the digest chain checked; the errors say where and why it
- * stopped. See trading-subscriber.ts for the options, who may use it and how each runtime imports it.
+ * subscribeTrading (or subscribeTradingBatches, arrays of them) yields the sequenced events after a sequenceId,
+ * decoded, in order, each exactly once across reconnects and broker restarts, with positions and the digest chain
+ * checked; the errors say where and why it stopped. See trading-subscriber.ts for the options, who may use it and how each runtime imports it.
  */
 
 export { NatsAuthenticationError } from "../adapters/nats/connection.ts";
@@ -25,4 +25,8 @@ export {
   TradingTrimmedError,
 } from "./trading-errors.ts";
 export { decodeTradingEvent } from "./trading-event.ts";
-export { type SubscribeTradingOptions, subscribeTrading } from "./trading-subscriber.ts";
+export {
+  type SubscribeTradingOptions,
+  subscribeTrading,
+  subscribeTradingBatches,
+} from "./trading-subscriber.ts";

@@ -75,11 +75,15 @@ function isLowerHex(b: Uint8Array, from: number, to: number): boolean {
   return true;
 }
 
-/** Whether b[from, from + 2n) (lowercase hex digits, checked) writes the first n bytes of `digest`. */
+/**
+ * Whether b[from, from + 2n) writes the first n bytes of `digest` in lowercase hex: every character is compared
+ * with its nibble, so anything but a lowercase hex digit is a mismatch.
+ */
 function hexWrites(b: Uint8Array, from: number, digest: Uint8Array, n: number): boolean {
   for (let i = 0; i < n; i++) {
-    const byte = hexDigit(b[from + 2 * i] as number) * 16 + hexDigit(b[from + 2 * i + 1] as number);
-    if (byte !== digest[i]) return false;
+    const byte = digest[i] as number;
+    if (hexDigit(b[from + 2 * i] as number) !== byte >> 4) return false;
+    if (hexDigit(b[from + 2 * i + 1] as number) !== (byte & 15)) return false;
   }
   return true;
 }
@@ -169,10 +173,15 @@ export class TradingChecker {
       throw new TradingInvalidEventError(position, `a ${type} event on ${message.subject}, not ${subject}`);
     }
     const { msgId } = message;
-    const publishedAt = this.publishedDigestAt(position, msgId);
+    // With the chain checked, a msg id in the publisher's layout needs only the digest comparison (which refuses
+    // any character but the right hex digit); anything else, or a mismatch, gets the full check and its error.
+    const laidOut = this.chain !== null ? this.laidOutDigestAt(msgId) : -1;
+    const publishedAt = laidOut >= 0 ? laidOut : this.publishedDigestAt(position, msgId);
     // An accepted body is ASCII (every check allows only ASCII), so its bytes are the UTF-8 of its text.
     const digest = this.chain ? this.chain.next(message.body) : null;
     if (digest !== null && publishedAt >= 0 && !hexWrites(msgId, publishedAt, digest, MSG_ID_DIGEST_BYTES)) {
+      // A malformed msg id is refused as one (TradingInvalidEventError), as the full check would have first.
+      if (laidOut >= 0) this.publishedDigestAt(position, msgId);
       throw new TradingDigestError(
         position,
         digestToHex(digest).slice(0, MSG_ID_DIGEST_HEX),
@@ -198,6 +207,18 @@ export class TradingChecker {
         `it carries previousId ${event.previousId}, not ${position - 1n}`,
       );
     return { payload, event };
+  }
+
+  /**
+   * Where the digest part of a msg id starts when it is `<this position>:` and 32 more characters (not checked to
+   * be hex: the digest comparison does that), else -1.
+   */
+  private laidOutDigestAt(msgId: Uint8Array): number {
+    if (this.nextNumber >= EXACT_DIGITS_BELOW) return -1;
+    const digitsEnd = digitsOfAt(msgId, 0, this.nextNumber);
+    if (digitsEnd < 0 || msgId[digitsEnd] !== COLON || msgId.length !== digitsEnd + 1 + MSG_ID_DIGEST_HEX)
+      return -1;
+    return digitsEnd + 1;
   }
 
   /**

@@ -1,11 +1,12 @@
 /**
  * subscribeTrading: the sequenced events from TRADING after a given sequenceId, decoded and checked, in order,
  * each exactly once, for as long as the caller reads (a matching engine), or up to a position (a replay).
+ * subscribeTradingBatches gives the same events as arrays, the messages that arrived together (one await each).
  *
- * TRADING's position equals the event's sequenceId, so resuming is a read from position after+1 through a nats.js
- * ordered consumer (ephemeral, in the broker's memory). Across a reconnect the client keeps it; when the broker
- * lost it (a nats-server restart) this reader opens a new one at the next position it has not yielded. It keeps
- * that position itself and checks every message against it
+ * TRADING's position equals the event's sequenceId, so resuming is a read from position after+1 through an
+ * ephemeral pull consumer in the broker's memory (trading-pull.ts). When it is lost — a nats-server restart, a
+ * delete, a reconnect, two missed heartbeats, a delivery skipped in transit — this reader opens a new one at the
+ * next position it has not yielded. It keeps that position itself and checks every message against it
  * (trading-check.ts): a position already delivered is dropped (never yielded twice), and a position past the next
  * one is a TradingGapError — or a TradingTrimmedError when TRADING's retention limits removed it (those events are
  * in PostgreSQL, GET /events). A message that is not the event for its position, or breaks the digest chain, is a
@@ -26,26 +27,26 @@
  */
 import { Buffer } from "node:buffer";
 import {
-  type ConsumerMessages,
-  DeliverPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
-  JetStreamError,
   type JetStreamManager,
-  type JsMsg,
-  jetstream,
   jetstreamManager,
 } from "@nats-io/jetstream";
-import { type NatsConnection, PermissionViolationError } from "@nats-io/nats-core";
+import { type Msg, type NatsConnection, PermissionViolationError } from "@nats-io/nats-core";
 import { connectNats } from "../adapters/nats/connection.ts";
 import type { NatsCredentials } from "../adapters/nats/credentials.ts";
 import type { NatsRole } from "../adapters/nats/permissions.ts";
 import { TRADING_STREAM } from "../adapters/nats/topology.ts";
 import { msgIdOf } from "../adapters/nats/trading-publisher.ts";
+import { backoffDelay } from "../app/backoff.ts";
 import { isDigestHex, ZERO_DIGEST } from "../app/log-digest.ts";
 import { retry } from "../app/retry.ts";
+import { sleep } from "../app/sleep.ts";
 import { TradingChecker, type TradingEvent } from "./trading-check.ts";
 import { TradingAccessError, TradingGapError, TradingTrimmedError } from "./trading-errors.ts";
+import { type PulledMessage, readAckSubject, replyBytes, TradingPullConsumer } from "./trading-pull.ts";
+
+export { TRADING_PULL_MESSAGES } from "./trading-pull.ts";
 
 export type SubscribeTradingOptions = {
   /**
@@ -128,30 +129,10 @@ function accessError(error: unknown): unknown {
   );
 }
 
-/**
- * The broker no longer has our consumer: it restarted (ordered consumers live in memory), or it was deleted.
- * A deleted consumer reaches a pull as status 409 with the description "consumer deleted" and no API error code,
- * so its text is all there is to match (nats.js's own JetStreamStatus.isConsumerDeleted does the same).
- */
-function isConsumerGone(error: unknown): boolean {
-  return (
-    (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) ||
-    (error instanceof JetStreamError && error.message === "consumer deleted")
-  );
-}
-
 const RESUME_ATTEMPTS = 40;
 
-/**
- * Messages the consumer keeps pulled ahead of the reader (nats.js asks for more once a quarter is taken, so each
- * pull request is for about a thousand). Larger pulls mean fewer round trips while catching up: a replay of 1M
- * events ran ~6 % faster than with 1,024 (docs/performance.md, "Replay"); at ~300 bytes an event this holds about
- * a megabyte. The bench's raw ordered consumer uses the same figure, so it compares like with like.
- */
-export const TRADING_PULL_MESSAGES = 4096;
-
 /** What nats.js 3 keeps of a received message: its bytes (headers, then body) and where the body starts. */
-type WireMsg = { _rdata?: unknown; _msg?: { hdr?: unknown } };
+type WireMsg = { _rdata?: unknown; _msg?: { hdr?: unknown; subject?: unknown } };
 const MSG_ID_LINE = Buffer.from("\r\nNats-Msg-Id: ");
 const CR = 13;
 
@@ -163,6 +144,20 @@ function isAscii(b: Uint8Array, from: number, to: number): boolean {
   return true;
 }
 
+/** A received message's bytes (headers, then body) as a Buffer view, and where its body starts; null if unknown. */
+function wireOf(msg: Msg): { bytes: Buffer; headerEnd: number } | null {
+  const wire = msg as unknown as WireMsg;
+  const bytes = wire._rdata;
+  const hdr = wire._msg?.hdr;
+  if (!(bytes instanceof Uint8Array) || typeof hdr !== "number" || hdr <= 0 || hdr > bytes.length)
+    return null;
+  // A view (no copy), for Buffer's native search; nats.js's data is usually a Buffer already.
+  return {
+    bytes: Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length),
+    headerEnd: hdr,
+  };
+}
+
 /**
  * The msg id of a TRADING message as bytes, a view of the header bytes the client received: MsgHdrs' decode
  * (every header parsed, its key canonicalized, a map built) was a sixth of replay's CPU, and only the msg id is
@@ -171,13 +166,9 @@ function isAscii(b: Uint8Array, from: number, to: number): boolean {
  * might treat otherwise), a nats.js whose message lacks these fields — goes through the headers' own decode, so
  * the result is the same.
  */
-function msgIdOfJsMsg(msg: JsMsg): Uint8Array {
-  const wire = (msg as unknown as { msg?: WireMsg }).msg;
-  const bytes = wire?._rdata;
-  const hdr = wire?._msg?.hdr;
-  if (bytes instanceof Uint8Array && typeof hdr === "number" && hdr > 0 && hdr <= bytes.length) {
-    // A view of the header bytes (no copy), for Buffer's native search; nats.js's data is usually a Buffer already.
-    const header = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+function msgIdOfMsg(msg: Msg, wire: { bytes: Buffer; headerEnd: number } | null): Uint8Array {
+  if (wire) {
+    const { bytes: header, headerEnd: hdr } = wire;
     // The search may run past the headers into the body: a match there counts as none.
     const at = header.indexOf(MSG_ID_LINE);
     if (at >= 0 && at < hdr) {
@@ -194,7 +185,36 @@ function msgIdOfJsMsg(msg: JsMsg): Uint8Array {
 }
 
 /**
- * An ordered consumer of TRADING from `position`. When resuming after the broker lost the previous one, JetStream
+ * Subjects as text, decoded once per distinct subject bytes in a row: a log's events are mostly one type, and
+ * decoding every subject was 4 % of a replay's CPU.
+ */
+class SubjectText {
+  private lastBytes: Uint8Array | null = null;
+  private lastText = "";
+
+  of(msg: Msg): string {
+    const bytes = (msg as unknown as WireMsg)._msg?.subject;
+    if (!(bytes instanceof Uint8Array)) return msg.subject;
+    const last = this.lastBytes;
+    if (last !== null && last.length === bytes.length) {
+      let same = true;
+      for (let i = 0; i < bytes.length; i++) {
+        if (last[i] !== bytes[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastText;
+    }
+    // A copy: nats.js's bytes are a view of its receive buffer, which it reuses.
+    this.lastBytes = bytes.slice();
+    this.lastText = msg.subject;
+    return this.lastText;
+  }
+}
+
+/**
+ * A pull consumer of TRADING from `position`. When resuming after the broker lost the previous one, JetStream
  * may still be starting (timeouts, no responders): retried with a capped backoff, up to about a minute, unless
  * refused outright (permissions, no TRADING) or aborted.
  */
@@ -203,22 +223,9 @@ async function openConsumer(
   position: bigint,
   resuming: boolean,
   signal: AbortSignal | undefined,
-): Promise<ConsumerMessages> {
-  const open = async () => {
-    const consumer = await jetstream(nc).consumers.get(TRADING_STREAM, {
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: Number(position),
-    });
-    // abort_on_missing_resource: a lost consumer ends the iterator with an error instead of nats.js recreating
-    // it, which (nats.js 3.4) then pulls a batch of 0 and stalls until two idle heartbeats are missed.
-    return await consumer.consume({
-      max_messages: TRADING_PULL_MESSAGES,
-      expires: 10_000,
-      abort_on_missing_resource: true,
-    });
-  };
+): Promise<TradingPullConsumer> {
   try {
-    return await retry(open, {
+    return await retry(() => TradingPullConsumer.open(nc, position), {
       attempts: resuming ? RESUME_ATTEMPTS : 1,
       baseMs: 200,
       capMs: 2_000,
@@ -232,14 +239,19 @@ async function openConsumer(
   }
 }
 
+/** Why a read must open a new consumer at the next position: the consumer's own report, or a skipped delivery. */
+class ConsumerLost extends Error {}
+
 /**
- * The events after `after`, in order, each checked (see the file's comment). Throws TradingTrimmedError before the
- * first event when TRADING no longer holds after+1, and a TradingStreamError subclass wherever the stream stops
- * being the log; TradingAccessError when the broker refuses the reads.
+ * The events after `after`, in order, each checked (see the file's comment), as arrays: each the messages that
+ * arrived together, checked in one go (a reader that forwards bytes, like `sequencer replay`, then pays one await
+ * per batch instead of one per event). Events checked before a failing one are yielded before the error.
+ * Throws TradingTrimmedError before the first event when TRADING no longer holds after+1, and a TradingStreamError
+ * subclass wherever the stream stops being the log; TradingAccessError when the broker refuses the reads.
  */
-export async function* subscribeTrading(
+export async function* subscribeTradingBatches(
   options: SubscribeTradingOptions,
-): AsyncGenerator<TradingEvent, void> {
+): AsyncGenerator<TradingEvent[], void> {
   const { after, previousDigest } = checkedStart(options);
   const { signal } = options;
   if (signal?.aborted) return;
@@ -265,52 +277,108 @@ export async function* subscribeTrading(
     if (after + 1n < start.earliest && after < start.last)
       throw new TradingTrimmedError(after + 1n, start.earliest, start.empty);
     const until = options.until === "end" ? start.last : options.until;
-    // Nothing to read (and a consumer's iterator that nobody reads would never finish closing).
+    // Nothing to read.
     if (until !== undefined && until <= after) return;
     const checker = new TradingChecker(after, previousDigest);
+    const subjects = new SubjectText();
+    const pulled: PulledMessage = { position: 0, delivery: 0 };
+    // Consumers lost in a row before delivering anything: a broker that keeps losing them is waited for, then given up.
+    let fruitless = 0;
     for (let resuming = false; ; resuming = true) {
-      // Each consumer starts at the next position this reader has not yielded: a resume skips nothing.
-      const messages = await openConsumer(nc, checker.expected, resuming, signal);
-      // Stops the consumer's iterator while it waits for a message; a message already buffered is not yielded.
-      const stop = () => void messages.stop();
-      signal?.addEventListener("abort", stop, { once: true });
-      let lost = false;
-      try {
-        for await (const msg of messages as AsyncIterable<JsMsg>) {
-          if (signal?.aborted) return;
-          const position = BigInt(msg.seq);
-          // Delivered again (a consumer recreated from an older position): already yielded once.
-          if (position < checker.expected) continue;
-          if (position > checker.expected) {
-            const now = await tradingStart(jsm);
-            if (now.earliest > checker.expected)
-              throw new TradingTrimmedError(checker.expected, now.earliest, now.empty);
-            throw new TradingGapError(checker.expected, position);
-          }
-          yield checker.acceptReceived({
-            position,
-            subject: msg.subject,
-            msgId: msgIdOfJsMsg(msg),
-            body: msg.data,
-          });
-          if (until !== undefined && position >= until) return;
-        }
-      } catch (error) {
-        if (!isConsumerGone(error)) throw error;
-        lost = true;
-      } finally {
-        signal?.removeEventListener("abort", stop);
-        await messages.close();
-      }
+      if (fruitless > 0) await sleep(backoffDelay(fruitless - 1, 200, 2_000), signal);
       if (signal?.aborted) return;
-      // The consumer's iterator ended by itself, not for a lost consumer: the connection closed under it.
-      if (!lost) {
+      if (fruitless >= RESUME_ATTEMPTS) {
         throw new Error(
-          `reading ${TRADING_STREAM} stopped after sequenceId ${checker.expected - 1n}: the NATS connection closed`,
+          `reading ${TRADING_STREAM} after sequenceId ${checker.expected - 1n}: the broker lost ${fruitless} consumers in a row`,
         );
       }
+      // Each consumer starts at the next position this reader has not yielded: a resume skips nothing.
+      const consumer = await openConsumer(nc, checker.expected, resuming, signal);
+      const stop = () => consumer.close();
+      signal?.addEventListener("abort", stop, { once: true });
+      const expectedAtOpen = checker.expected;
+      try {
+        for (;;) {
+          if (signal?.aborted) return;
+          const received = consumer.takeAll();
+          if (received.length === 0) {
+            const interrupted = consumer.interrupted;
+            if (interrupted?.kind === "failed") throw accessError(interrupted.error);
+            if (interrupted?.kind === "connectionClosed") {
+              throw new Error(
+                `reading ${TRADING_STREAM} stopped after sequenceId ${checker.expected - 1n}: the NATS connection closed`,
+              );
+            }
+            if (interrupted) break;
+            await consumer.waitForMessages();
+            continue;
+          }
+          const events: TradingEvent[] = [];
+          try {
+            for (const msg of received) {
+              const reply = replyBytes(msg);
+              if (reply === null || !readAckSubject(reply, pulled)) {
+                throw new Error(
+                  `reading ${TRADING_STREAM}: a message whose reply subject is not a JetStream ack subject (or names a position past 2^53)`,
+                );
+              }
+              if (!consumer.followsLastDelivery(pulled.delivery)) throw new ConsumerLost();
+              const position = BigInt(pulled.position);
+              // Delivered again (a consumer recreated from an older position): already yielded once.
+              if (position < checker.expected) continue;
+              if (position > checker.expected) {
+                const now = await tradingStart(jsm);
+                if (now.earliest > checker.expected)
+                  throw new TradingTrimmedError(checker.expected, now.earliest, now.empty);
+                throw new TradingGapError(checker.expected, position);
+              }
+              const wire = wireOf(msg);
+              events.push(
+                checker.acceptReceived({
+                  position,
+                  subject: subjects.of(msg),
+                  msgId: msgIdOfMsg(msg, wire),
+                  body: wire ? wire.bytes.subarray(wire.headerEnd) : msg.data,
+                }),
+              );
+              if (until !== undefined && position >= until) {
+                yield events;
+                return;
+              }
+            }
+          } catch (error) {
+            // The events checked before the failing message are still the log's: the caller gets them first.
+            if (events.length > 0) yield events;
+            if (error instanceof ConsumerLost) break;
+            throw error;
+          }
+          if (events.length > 0) yield events;
+        }
+      } finally {
+        signal?.removeEventListener("abort", stop);
+        consumer.close();
+      }
+      if (signal?.aborted) return;
+      fruitless = checker.expected > expectedAtOpen ? 0 : fruitless + 1;
     }
   } finally {
     if (!options.connection) await nc.close();
+  }
+}
+
+/**
+ * The events after `after`, in order, each checked (see the file's comment), one at a time (subscribeTradingBatches,
+ * flattened). Throws TradingTrimmedError before the first event when TRADING no longer holds after+1, and a
+ * TradingStreamError subclass wherever the stream stops being the log; TradingAccessError when the broker refuses
+ * the reads.
+ */
+export async function* subscribeTrading(
+  options: SubscribeTradingOptions,
+): AsyncGenerator<TradingEvent, void> {
+  for await (const batch of subscribeTradingBatches(options)) {
+    for (const event of batch) {
+      if (options.signal?.aborted) return;
+      yield event;
+    }
   }
 }

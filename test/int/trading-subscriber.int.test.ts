@@ -302,6 +302,79 @@ describe("a nats-server restart mid-stream", () => {
   );
 });
 
+describe("the broker losing or freezing the reader's consumer", () => {
+  /** TRADING's consumers now: name and start position. */
+  const consumersOf = async (trading: TradingFixture) =>
+    (await trading.jsm.consumers.list(TRADING_STREAM).next()).map((c) => ({
+      name: c.name,
+      from: c.config.opt_start_seq,
+    }));
+
+  test(
+    "its consumer deleted while it follows: it opens a new one at the next position and misses nothing",
+    async () => {
+      const { nats, trading } = await tradingServer(10);
+      const seen: bigint[] = [];
+      const abort = new AbortController();
+      let deleted = "";
+      const reading = (async () => {
+        for await (const e of subscribeTrading({ servers: nats.url, signal: abort.signal })) {
+          seen.push(e.sequenceId);
+          if (e.sequenceId === 10n) {
+            const [only] = await consumersOf(trading);
+            deleted = only?.name ?? "";
+            await trading.jsm.consumers.delete(TRADING_STREAM, deleted);
+            await trading.append(5);
+          }
+          if (e.sequenceId === 15n) abort.abort();
+        }
+      })();
+      const deadline = setTimeout(() => abort.abort(), 30_000);
+      await reading;
+      clearTimeout(deadline);
+      expect(seen).toEqual(range(1, 15));
+      expect(deleted).not.toBe("");
+      const now = await consumersOf(trading);
+      expect(now).toHaveLength(1);
+      expect(now[0]?.name).not.toBe(deleted);
+      expect(now[0]?.from).toBe(11);
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "the broker frozen past two idle heartbeats (SIGSTOP 13 s): once it resumes, a new consumer carries on from the next position",
+    async () => {
+      const { nats, trading } = await tradingServer(5);
+      const seen: bigint[] = [];
+      const abort = new AbortController();
+      let resumed: Promise<void> | undefined;
+      const reading = (async () => {
+        for await (const e of subscribeTrading({ servers: nats.url, signal: abort.signal })) {
+          seen.push(e.sequenceId);
+          if (e.sequenceId === 5n) {
+            nats.signal("SIGSTOP");
+            resumed = Bun.sleep(13_000).then(async () => {
+              nats.signal("SIGCONT");
+              await trading.append(5);
+            });
+          }
+          if (e.sequenceId === 10n) abort.abort();
+        }
+      })();
+      const deadline = setTimeout(() => abort.abort(), 45_000);
+      await reading;
+      clearTimeout(deadline);
+      await resumed;
+      expect(seen).toEqual(range(1, 10));
+      // The first consumer (from 1) is left to expire; the reader's second started at 6, after what it had.
+      const now = await consumersOf(trading);
+      expect(now.map((c) => c.from).sort()).toEqual([1, 6]);
+    },
+    TIMEOUT,
+  );
+});
+
 describe("who may subscribe (the shipped deploy/nats-auth.conf)", () => {
   const PASSWORD = Object.fromEntries(
     NATS_ROLES.map((role) => [role, `p${role}Password0123456789`]),

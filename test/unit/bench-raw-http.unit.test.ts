@@ -1,9 +1,12 @@
 /**
  * The soak generator's HTTP/1.1 response parser (tools/bench/loadgen/raw-http.ts): complete and partial responses
- * with a Content-Length or a chunked body, `Connection: close`, and a refusal for what it does not read.
+ * with a Content-Length or a chunked body, `Connection: close`, and a refusal for what it does not read; and how
+ * the soak names and counts requests that got no answer.
  */
 import { describe, expect, test } from "bun:test";
+import { failureReason } from "../../tools/bench/loadgen/bun-loadgen.ts";
 import { parseResponse, RawHttpClient, RawHttpError } from "../../tools/bench/loadgen/raw-http.ts";
+import { failedText } from "../../tools/bench/soak.ts";
 
 const bytes = (text: string) => Buffer.from(text, "latin1");
 
@@ -71,5 +74,18 @@ describe("RawHttpClient.post", () => {
       "only http://",
     );
     expect(() => new RawHttpClient("http://127.0.0.1:1/", [], 1_000)).toThrow("no request");
+  });
+});
+
+describe("the soak's failure reasons", () => {
+  test("an error's message as one token for the generator's line; a count per reason in the totals", () => {
+    expect(failureReason(new RawHttpError("no answer within 30000 ms"))).toBe("no-answer-within-30000-ms");
+    expect(failureReason("ECONNRESET: socket hang up")).toBe("ECONNRESET-socket-hang-up");
+    expect(failureReason(new Error(" "))).toBe("unknown");
+    expect(failureReason(new Error("x".repeat(100)))).toHaveLength(60);
+    expect(failedText({ failed: 0, failureReasons: {} })).toBe("0 failed");
+    expect(
+      failedText({ failed: 5, failureReasons: { timeout: 1, "connection-closed-by-the-server": 4 } }),
+    ).toBe("5 failed (connection-closed-by-the-server 4, timeout 1)");
   });
 });

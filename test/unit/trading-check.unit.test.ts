@@ -110,6 +110,32 @@ describe("TradingChecker", () => {
     expect(String(at0({ subject: "trading.create_order" }))).toContain("not trading.deposit");
     expect(at0({ msgId: "1:not-hex" })).toBeInstanceOf(TradingInvalidEventError);
     expect(at0({ msgId: "" })).toBeInstanceOf(TradingInvalidEventError);
+    // The publisher's layout (position, colon, 32 characters) with the right digest written wrongly: still
+    // refused as malformed, not passed (nor called a digest mismatch) by the layout's quick comparison.
+    const published = tradingMsgId({ sequenceId: 1n, digest: digests[0] as string });
+    const hex = published.slice(2);
+    expect(hex).toMatch(/[a-f]/);
+    expect(at0({ msgId: `1:${hex.toUpperCase()}` })).toBeInstanceOf(TradingInvalidEventError);
+    for (const bad of ["g", " ", ":", "\u00e9"]) {
+      expect(at0({ msgId: `1:${bad}${hex.slice(1)}` })).toBeInstanceOf(TradingInvalidEventError);
+      expect(at0({ msgId: `1:${hex.slice(0, 31)}${bad}` })).toBeInstanceOf(TradingInvalidEventError);
+    }
+    expect(new TradingChecker(0n, ZERO_DIGEST).accept(message(0, { msgId: published })).sequenceId).toBe(1n);
+    // Any hex digit followed by a non-hex character, at every byte of the digest, is refused as malformed (a
+    // digit pair read as hi * 16 + lo would let e.g. "4" + "g" pass for the byte 0x3f).
+    const nonHex = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).filter(
+      (c) => !/[0-9a-f]/.test(c),
+    );
+    let refused = 0;
+    for (let byte = 0; byte < 16; byte++) {
+      for (const hi of "0123456789abcdef") {
+        for (const lo of nonHex) {
+          const forged = `1:${hex.slice(0, 2 * byte)}${hi}${lo}${hex.slice(2 * byte + 2)}`;
+          if (at0({ msgId: forged }) instanceof TradingInvalidEventError) refused++;
+        }
+      }
+    }
+    expect(refused).toBe(16 * 16 * nonHex.length);
   });
 
   test("past 10^15 (the positions the fast check leaves to the full decode) the same checks apply", () => {

@@ -6,7 +6,7 @@ import type { CapacityFailure, PipelineResult, PipelineTail } from "./pipeline.t
 import { headline, isFailure } from "./pipeline.ts";
 import { intervalVerdict, TAIL_HTTP_P99_LIMIT_MS, TAIL_TO_TRADING_P99_LIMIT_MS } from "./pipeline-figures.ts";
 import { columns } from "./report.ts";
-import { clock, type SoakCapacity } from "./soak.ts";
+import { clock, failedText, type SoakCapacity } from "./soak.ts";
 
 const int = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString("en-US") : "–");
 const ms = (v: number) => (Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v.toFixed(1)) : "–");
@@ -115,7 +115,7 @@ export function renderPipeline(p: PipelineResult, heading = "pipeline"): string 
     "",
     `tail: ${p.tail.minutes} min open loop at ${int(p.tail.rate)} req/s (half the split figure; fixed schedule, at most 1 024 in flight), a row per ${p.tail.intervalS} s, after ${p.tail.warmup?.seconds ?? 0} s of the same load as warm-up (in the outcome checks, in no row)${duplicateWindows(p.tail)}`,
     "HTTP: from each request's due time to its answer; sent late: from the due time to the send (the generator's own lateness, part of HTTP); accept→TRADING: from the 2xx answer to the event's arrival on a trading.> subscriber",
-    `totals: ${int(t.due)} due, ${int(t.accepted)} accepted, ${t.non2xx} non-2xx, ${t.failed} failed, ${t.skipped} skipped; ${t.sequencedAfterEnd} events reached TRADING after the load stopped`,
+    `totals: ${int(t.due)} due, ${int(t.accepted)} accepted, ${t.non2xx} non-2xx, ${failedText(t)}, ${t.skipped} skipped; ${t.sequencedAfterEnd} events reached TRADING after the load stopped`,
     `worst interval: HTTP p99 ${ms(s.worstHttpP99Ms)} ms (${s.httpIntervalsMissed} of ${s.intervals} over ${TAIL_HTTP_P99_LIMIT_MS} ms), accept→TRADING p99 ${ms(s.worstToTradingP99Ms)} ms (${s.toTradingIntervalsMissed} of ${s.intervals} over ${TAIL_TO_TRADING_P99_LIMIT_MS} ms)`,
     "",
     ...tailTable(p),

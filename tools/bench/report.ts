@@ -6,7 +6,7 @@ import type { DrainResult, E2eResult, IngestResult, RawResult } from "./phases.t
 import { isFailure, type PipelineResult } from "./pipeline.ts";
 import { TAIL_HTTP_P99_LIMIT_MS, TAIL_TO_TRADING_P99_LIMIT_MS } from "./pipeline-figures.ts";
 import type { ReplayResult } from "./replay.ts";
-import { clock, SOAK_GROWTH_LIMIT_PCT, type SoakResult } from "./soak.ts";
+import { clock, failedText, SOAK_GROWTH_LIMIT_PCT, type SoakResult } from "./soak.ts";
 import { median } from "./stats.ts";
 
 export type RunResult = {
@@ -301,7 +301,7 @@ export function renderSoak(soak: SoakResult): string {
     `broker: ${soak.broker}; HTTP: a JWT per request, the per-user rate limit on`,
     "HTTP p99: from each request's due time to its answer (every answer); accept→TRADING: from the 2xx answer to the event's arrival on a trading.> subscriber",
     "RSS: VmRSS at the end of each row's interval; postgres = the postmaster and its children, private memory of each plus shared memory once",
-    `totals: ${int(t.due)} due, ${int(t.accepted)} accepted, ${t.non2xx} non-2xx, ${t.failed} failed, ${t.skipped} skipped; ${t.sequencedAfterEnd} events reached TRADING after the load stopped`,
+    `totals: ${int(t.due)} due, ${int(t.accepted)} accepted, ${t.non2xx} non-2xx, ${failedText(t)}, ${t.skipped} skipped; ${t.sequencedAfterEnd} events reached TRADING after the load stopped`,
     "",
     ...perInterval,
     "",

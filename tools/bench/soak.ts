@@ -113,6 +113,8 @@ export type SoakResult = {
     accepted: number;
     non2xx: number;
     failed: number;
+    /** Why requests failed (no answer), warm-up included: reason → count. Empty when none did. */
+    failureReasons: Record<string, number>;
     skipped: number;
     /** Events that reached TRADING after the load stopped (the settle period). */
     sequencedAfterEnd: number;
@@ -447,6 +449,8 @@ class SoakRecorder {
   sequencedAfterEnd = 0;
   /** Sequence ids delivered to the subscriber more than once (a re-publish; the stream itself dedups by msg id). */
   redelivered = 0;
+  /** Requests with no answer, by the generator's reason (a handful of distinct messages). */
+  readonly failureReasons = new Map<string, number>();
   private readonly awaiting = new Map<string, { bucket: number; answeredMs: number }>();
   private readonly early = new Map<string, number>();
   private seen = new Uint8Array(1 << 16);
@@ -477,8 +481,11 @@ class SoakRecorder {
     const index = Math.min(this.buckets.length - 1, this.bucketAt(a.dueMs));
     const b = this.bucket(index);
     if (a.status === -1) b.skipped++;
-    else if (a.status === 0) b.failed++;
-    else {
+    else if (a.status === 0) {
+      b.failed++;
+      const reason = a.failure ?? "unknown";
+      this.failureReasons.set(reason, (this.failureReasons.get(reason) ?? 0) + 1);
+    } else {
       // The same requests as `http`, so that the generator's share can be read against it row by row.
       b.http.push(a.answeredMs - a.dueMs);
       b.sendLate.push(a.sentMs - a.dueMs);
@@ -750,6 +757,7 @@ export async function runOpenLoop(
         accepted: total((r) => r.accepted),
         non2xx: total((r) => r.non2xx),
         failed: total((r) => r.failed),
+        failureReasons: Object.fromEntries(rec.failureReasons),
         skipped: total((r) => r.skipped),
         sequencedAfterEnd: rec.sequencedAfterEnd,
       },
@@ -761,6 +769,14 @@ export async function runOpenLoop(
     sub.unsubscribe();
     await stopPipeline(pipeline);
   }
+}
+
+/** "N failed", with the reasons when any failed ("3 failed (no-answer-within-30000-ms 3)"). */
+export function failedText(totals: Pick<SoakResult["totals"], "failed" | "failureReasons">): string {
+  const reasons = Object.entries(totals.failureReasons ?? {})
+    .sort((a, b) => b[1] - a[1])
+    .map(([reason, n]) => `${reason} ${n}`);
+  return `${totals.failed} failed${reasons.length ? ` (${reasons.join(", ")})` : ""}`;
 }
 
 export async function measureSoak(ctx: Ctx): Promise<SoakResult> {

@@ -130,6 +130,8 @@ export interface NatsServerHandle {
   stop(): Promise<void>;
   /** Stop and start again on the same port and store, e.g. to test reconnect/durability. */
   restart(): Promise<void>;
+  /** Freezes (SIGSTOP) or resumes (SIGCONT) the running server, as a paused VM would. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void;
 }
 
 export type NatsServerOptions = {
@@ -205,6 +207,8 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<NatsServe
     if (proc === null || !isRunning(proc)) return;
     const exited = waitForExit(proc);
     proc.kill("SIGTERM");
+    // A frozen (SIGSTOPped) server takes its SIGTERM once resumed.
+    proc.kill("SIGCONT");
     const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_GRACE_MS);
     await exited;
     clearTimeout(timer);
@@ -235,6 +239,10 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<NatsServe
       if (stopped) throw new Error("nats-server handle already stopped");
       await halt();
       await launch();
+    },
+    signal(signal) {
+      if (!child || !isRunning(child)) throw new Error("nats-server is not running");
+      child.kill(signal);
     },
   };
 }

@@ -99,7 +99,7 @@ export const ROLE_PERMISSIONS: Record<NatsRole, RolePermissions> = {
   reader: {
     publish: {
       // Ordered consumers of TRADING, but no delete: another reader's durable consumer is not theirs to remove
-      // (an abandoned ordered consumer expires by itself after its inactivity threshold).
+      // (an abandoned reader's consumer expires by itself after its inactivity threshold).
       allow: [...pipelineInfo, ...ephemeralReaders(TRADING_STREAM), ...readMessages(TRADING_STREAM)],
     },
     subscribe: { allow: [`${inboxPrefixOf("reader")}.>`] },

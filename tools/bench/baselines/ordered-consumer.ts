@@ -10,7 +10,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connectNats } from "../../../src/adapters/nats/connection.ts";
 import { TRADING_STREAM } from "../../../src/adapters/nats/topology.ts";
-import { TRADING_PULL_MESSAGES } from "../../../src/client/trading-subscriber.ts";
+import { TRADING_PULL_MESSAGES } from "../../../src/client/trading-pull.ts";
 import { exitWithParent, fail, natsUserFromEnv, requireEnv } from "./common.ts";
 
 async function main(): Promise<void> {

@@ -165,6 +165,17 @@ function soakRequests(spec: LoadSpec): Uint8Array[] {
   );
 }
 
+/** Why a request got no answer, as one token for the soak's line (its referenceId field): the error's message, slugged. */
+export function failureReason(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return (
+    message
+      .replace(/[^A-Za-z0-9]+/g, "-")
+      .replace(/^-|-$/g, "")
+      .slice(0, 60) || "unknown"
+  );
+}
+
 const REFERENCE_ID_KEY = '"referenceId":"';
 
 /** The referenceId of a 2xx answer: the API writes it as a JSON string, so a scan finds it without a parse. */
@@ -179,8 +190,8 @@ export function referenceIdOf(body: string): string | undefined {
 /**
  * The soak's schedule: request i is due at start + i / rate, sent then whatever the earlier ones did (beyond
  * `concurrency` in flight it is skipped, not delayed). Writes `start <wall ms>` first, then per request
- * `<status> <due wall ms> <sent wall ms> <answered wall ms> <referenceId or ->` (status 0 = no answer, -1 =
- * skipped), and `end`. The send time shows how much of a late answer was this generator's own lateness.
+ * `<status> <due wall ms> <sent wall ms> <answered wall ms> <referenceId or ->` (status 0 = no answer, with
+ * why in place of the referenceId; -1 = skipped), and `end`. The send time shows how much of a late answer was this generator's own lateness.
  * Latency is taken from the due time, so a stall in the generator or the service counts against the service.
  */
 async function soakLoop(spec: LoadSpec): Promise<void> {
@@ -214,7 +225,7 @@ async function soakLoop(spec: LoadSpec): Promise<void> {
         const ok = status >= 200 && status < 300;
         record(status, due, sent, performance.now(), ok ? referenceIdOf(body) : undefined);
       })
-      .catch(() => record(0, due, sent, performance.now()))
+      .catch((error: unknown) => record(0, due, sent, performance.now(), failureReason(error)))
       .finally(settled);
   };
   const interval = 1000 / rate;

@@ -82,6 +82,8 @@ export type SoakAnswer = {
   sentMs: number;
   answeredMs: number;
   referenceId: string | undefined;
+  /** Status 0 only: why there was no answer (the generator's error, as one token). */
+  failure?: string;
 };
 
 /**
@@ -120,7 +122,9 @@ export async function runSoakLoad(
           dueMs: Number(due),
           sentMs: Number(sent),
           answeredMs: Number(answered),
-          referenceId: ref === "-" ? undefined : ref,
+          ...(head === "0"
+            ? { referenceId: undefined, failure: ref ?? "unknown" }
+            : { referenceId: ref === "-" ? undefined : ref }),
         });
       }
     });

@@ -84,6 +84,16 @@ function parseChunked(buf: Buffer, from: number, status: number, close: boolean)
   }
 }
 
+/**
+ * How long an idle keep-alive connection is reused: well under the service's idle timeout (BODY_TIMEOUT + 5 s,
+ * at least 6 s; src/composition/listeners.ts), as HTTP clients keep theirs (undici: 4 s), so the generator never
+ * sends into a connection the server is closing for idleness. A soak at half load leaves the connections opened
+ * in a start-up burst idle for longer; in ~3 of 10 earlier tails 19–29 requests got no answer ("failed"), all in
+ * the row where those connections reached the server's timeout — this race is the suspected cause (the soak now
+ * records each failure's reason).
+ */
+export const KEEP_IDLE_MS = 4_000;
+
 type Waiter = { resolve(answer: RawAnswer): void; reject(error: Error): void; startedMs: number };
 
 /** One keep-alive connection: at most one request in flight. */
@@ -93,6 +103,8 @@ class Connection {
   waiter: Waiter | null = null;
   closed = false;
   socket: Socket<undefined> | null = null;
+  /** When it last went back to the idle list (performance.now()). */
+  idleSinceMs = 0;
 
   constructor(private readonly release: (connection: Connection) => void) {}
 
@@ -173,6 +185,7 @@ export class RawHttpClient {
     url: string,
     private readonly requests: readonly Uint8Array[],
     private readonly timeoutMs: number,
+    private readonly keepIdleMs = KEEP_IDLE_MS,
   ) {
     const parsed = new URL(url);
     if (parsed.protocol !== "http:") throw new RawHttpError(`only http:// targets (got ${parsed.protocol})`);
@@ -200,7 +213,7 @@ export class RawHttpClient {
 
   async request(): Promise<RawAnswer> {
     this.sweeper ??= setInterval(() => this.sweep(), 1_000);
-    const connection = this.idle.pop() ?? (await this.connect());
+    const connection = this.freshIdle() ?? (await this.connect());
     this.busy.add(connection);
     this.turn = (this.turn + 1) % this.requests.length;
     const bytes = this.requests[this.turn] as Uint8Array;
@@ -221,6 +234,20 @@ export class RawHttpClient {
     this.idle.length = 0;
   }
 
+  /**
+   * The most recently used idle connection, unless it has been idle for keepIdleMs: then it and every older
+   * one are closed (the server may be closing them at this moment: a request written into a connection it
+   * closes gets no answer).
+   */
+  private freshIdle(): Connection | undefined {
+    const connection = this.idle.pop();
+    if (connection === undefined || performance.now() - connection.idleSinceMs < this.keepIdleMs)
+      return connection;
+    connection.end();
+    for (const older of this.idle.splice(0)) older.end();
+    return undefined;
+  }
+
   private sweep(): void {
     const now = performance.now();
     for (const connection of this.busy) {
@@ -233,7 +260,9 @@ export class RawHttpClient {
 
   private async connect(): Promise<Connection> {
     const connection = new Connection((c) => {
-      if (!c.closed) this.idle.push(c);
+      if (c.closed) return;
+      c.idleSinceMs = performance.now();
+      this.idle.push(c);
     });
     const gone = (error: Error) => {
       connection.closed = true;
