@@ -148,6 +148,14 @@ export class TradingChecker {
     return this.nextPosition;
   }
 
+  /**
+   * The same as a number (rounded past 2^53): a reader holding a received position as a safe integer compares it
+   * with this and, when equal, passes `expected` on instead of making a BigInt of it.
+   */
+  get expectedNumber(): number {
+    return this.nextNumber;
+  }
+
   /** Checks the message at the expected position and moves on; throws a TradingStreamError otherwise. */
   accept(message: RawTradingMessage): TradingEvent {
     return this.acceptReceived({
@@ -160,37 +168,76 @@ export class TradingChecker {
 
   /** accept, on the bytes as received (no text made of them unless a check fails or the caller asks). */
   acceptReceived(message: ReceivedTradingMessage): TradingEvent {
+    const { msgId } = message;
+    return this.acceptAt(message.position, message.subject, msgId, 0, msgId.length, message.body);
+  }
+
+  /**
+   * acceptReceived with the msg id as idBytes[idStart, idEnd), e.g. inside the received header bytes: a reader
+   * then makes no view of it unless a check fails.
+   */
+  acceptAt(
+    received: bigint,
+    receivedSubject: string,
+    idBytes: Uint8Array,
+    idStart: number,
+    idEnd: number,
+    body: Uint8Array,
+  ): TradingEvent {
     const position = this.nextPosition;
-    if (message.position !== position) {
-      throw new TradingOrderError(position, `delivered position ${message.position}, expected ${position}`);
+    if (received !== position) {
+      throw new TradingOrderError(position, `delivered position ${received}, expected ${position}`);
     }
     // The fast way for the encoder's layout; anything else gets the full decode, whose answer and reason stand.
-    const canonicalType = canonicalEventTypeAt(message.body, this.nextNumber);
-    const decoded = canonicalType === null ? this.decodeAt(position, message.body) : undefined;
+    const canonicalType = canonicalEventTypeAt(body, this.nextNumber);
+    const decoded = canonicalType === null ? this.decodeAt(position, body) : undefined;
     const type = canonicalType ?? (decoded as { event: SequencedEvent }).event.type;
     const subject = SUBJECTS.get(type) as string;
-    if (message.subject !== subject) {
-      throw new TradingInvalidEventError(position, `a ${type} event on ${message.subject}, not ${subject}`);
+    if (receivedSubject !== subject) {
+      throw new TradingInvalidEventError(position, `a ${type} event on ${receivedSubject}, not ${subject}`);
     }
-    const { msgId } = message;
     // With the chain checked, a msg id in the publisher's layout needs only the digest comparison (which refuses
     // any character but the right hex digit); anything else, or a mismatch, gets the full check and its error.
-    const laidOut = this.chain !== null ? this.laidOutDigestAt(msgId) : -1;
-    const publishedAt = laidOut >= 0 ? laidOut : this.publishedDigestAt(position, msgId);
-    // An accepted body is ASCII (every check allows only ASCII), so its bytes are the UTF-8 of its text.
-    const digest = this.chain ? this.chain.next(message.body) : null;
-    if (digest !== null && publishedAt >= 0 && !hexWrites(msgId, publishedAt, digest, MSG_ID_DIGEST_BYTES)) {
-      // A malformed msg id is refused as one (TradingInvalidEventError), as the full check would have first.
-      if (laidOut >= 0) this.publishedDigestAt(position, msgId);
-      throw new TradingDigestError(
-        position,
-        digestToHex(digest).slice(0, MSG_ID_DIGEST_HEX),
-        utf8.decode(msgId.subarray(publishedAt)),
-      );
+    const chain = this.chain;
+    const laidOut = chain !== null ? this.laidOutDigestAt(idBytes, idStart, idEnd) : -1;
+    if (chain !== null && laidOut >= 0) {
+      // An accepted body is ASCII (every check allows only ASCII), so its bytes are the UTF-8 of its text.
+      const digest = chain.next(body);
+      if (!hexWrites(idBytes, laidOut, digest, MSG_ID_DIGEST_BYTES)) {
+        const msgId = idBytes.subarray(idStart, idEnd);
+        // A malformed msg id is refused as one (TradingInvalidEventError), as the full check would have first.
+        this.publishedDigestAt(position, msgId);
+        this.refuseDigest(position, digest, msgId, laidOut - idStart);
+      }
+      return this.advance(position, body, receivedSubject, decoded, digest);
     }
+    const msgId = idStart === 0 && idEnd === idBytes.length ? idBytes : idBytes.subarray(idStart, idEnd);
+    const publishedAt = this.publishedDigestAt(position, msgId);
+    const digest = chain ? chain.next(body) : null;
+    if (digest !== null && publishedAt >= 0 && !hexWrites(msgId, publishedAt, digest, MSG_ID_DIGEST_BYTES)) {
+      this.refuseDigest(position, digest, msgId, publishedAt);
+    }
+    return this.advance(position, body, receivedSubject, decoded, digest);
+  }
+
+  private advance(
+    position: bigint,
+    body: Uint8Array,
+    subject: string,
+    decoded: { payload: string; event: SequencedEvent } | undefined,
+    digest: Uint8Array | null,
+  ): TradingEvent {
     this.nextPosition = position + 1n;
     this.nextNumber++;
-    return new CheckedTradingEvent(position, message.body, message.subject, decoded, digest);
+    return new CheckedTradingEvent(position, body, subject, decoded, digest);
+  }
+
+  private refuseDigest(position: bigint, digest: Uint8Array, msgId: Uint8Array, publishedAt: number): never {
+    throw new TradingDigestError(
+      position,
+      digestToHex(digest).slice(0, MSG_ID_DIGEST_HEX),
+      utf8.decode(msgId.subarray(publishedAt)),
+    );
   }
 
   /** The full decode of a body not in the encoder's layout: its text and event, or the error refusing it. */
@@ -210,14 +257,14 @@ export class TradingChecker {
   }
 
   /**
-   * Where the digest part of a msg id starts when it is `<this position>:` and 32 more characters (not checked to
-   * be hex: the digest comparison does that), else -1.
+   * Where (in b) the digest part of the msg id b[start, end) starts when it is `<this position>:` and 32 more
+   * characters (not checked to be hex: the digest comparison does that), else -1.
    */
-  private laidOutDigestAt(msgId: Uint8Array): number {
+  private laidOutDigestAt(b: Uint8Array, start: number, end: number): number {
     if (this.nextNumber >= EXACT_DIGITS_BELOW) return -1;
-    const digitsEnd = digitsOfAt(msgId, 0, this.nextNumber);
-    if (digitsEnd < 0 || msgId[digitsEnd] !== COLON || msgId.length !== digitsEnd + 1 + MSG_ID_DIGEST_HEX)
-      return -1;
+    const digitsEnd = digitsOfAt(b, start, this.nextNumber);
+    // Digits running on past `end` (not in a received header, where a line end follows) fail the length.
+    if (digitsEnd < 0 || b[digitsEnd] !== COLON || end !== digitsEnd + 1 + MSG_ID_DIGEST_HEX) return -1;
     return digitsEnd + 1;
   }
 

@@ -159,7 +159,9 @@ export class TradingPullConsumer {
    * consumer's creation (the caller maps and retries it).
    */
   static async open(nc: NatsConnection, position: bigint): Promise<TradingPullConsumer> {
-    const name = `trading_reader_${nuid.next()}`;
+    // A bare nuid (22 characters): the name is in every message's reply subject, which nats.js parses a byte at a
+    // time, so a longer prefix costs on every event.
+    const name = nuid.next();
     const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix ?? "_INBOX";
     const consumer = new TradingPullConsumer(
       nc,

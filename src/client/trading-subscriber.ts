@@ -144,44 +144,44 @@ function isAscii(b: Uint8Array, from: number, to: number): boolean {
   return true;
 }
 
-/** A received message's bytes (headers, then body) as a Buffer view, and where its body starts; null if unknown. */
-function wireOf(msg: Msg): { bytes: Buffer; headerEnd: number } | null {
-  const wire = msg as unknown as WireMsg;
-  const bytes = wire._rdata;
-  const hdr = wire._msg?.hdr;
-  if (!(bytes instanceof Uint8Array) || typeof hdr !== "number" || hdr <= 0 || hdr > bytes.length)
-    return null;
-  // A view (no copy), for Buffer's native search; nats.js's data is usually a Buffer already.
-  return {
-    bytes: Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length),
-    headerEnd: hdr,
-  };
-}
-
 /**
- * The msg id of a TRADING message as bytes, a view of the header bytes the client received: MsgHdrs' decode
- * (every header parsed, its key canonicalized, a map built) was a sixth of replay's CPU, and only the msg id is
- * needed — compared as bytes, not decoded (trading-check.ts). The sequencer writes `Nats-Msg-Id` in that spelling
- * (tradingHeaders); anything else — another spelling, two msg id lines, a byte past ASCII (which String#trim
- * might treat otherwise), a nats.js whose message lacks these fields — goes through the headers' own decode, so
- * the result is the same.
+ * Where a received TRADING message's msg id and body are in the bytes the client received (headers, then body),
+ * found without decoding the headers: MsgHdrs' decode (every header parsed, its key canonicalized, a map built)
+ * was a sixth of replay's CPU, and only the msg id is needed — compared as bytes, not decoded (trading-check.ts).
+ * One instance is refilled for every message (no object per message). The sequencer writes `Nats-Msg-Id` in that
+ * spelling (tradingHeaders); anything else — another spelling, two msg id lines, a byte past ASCII (which
+ * String#trim might treat otherwise), a nats.js whose message lacks these fields — makes read() false, and the
+ * caller takes the msg id from the headers' own decode, so the result is the same.
  */
-function msgIdOfMsg(msg: Msg, wire: { bytes: Buffer; headerEnd: number } | null): Uint8Array {
-  if (wire) {
-    const { bytes: header, headerEnd: hdr } = wire;
+class ReceivedBytes {
+  bytes: Buffer = Buffer.alloc(0);
+  headerEnd = 0;
+  idStart = 0;
+  idEnd = 0;
+
+  read(msg: Msg): boolean {
+    const wire = msg as unknown as WireMsg;
+    const raw = wire._rdata;
+    const hdr = wire._msg?.hdr;
+    if (!(raw instanceof Uint8Array) || typeof hdr !== "number" || hdr <= 0 || hdr > raw.length) return false;
+    // A view (no copy), for Buffer's native search; nats.js's data is usually a Buffer already.
+    const header = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.length);
     // The search may run past the headers into the body: a match there counts as none.
     const at = header.indexOf(MSG_ID_LINE);
-    if (at >= 0 && at < hdr) {
-      let start = at + MSG_ID_LINE.length;
-      const cr = header.indexOf(CR, start);
-      let end = cr < 0 || cr > hdr ? hdr : cr;
-      while (start < end && isSpace(header[start] as number)) start++;
-      while (end > start && isSpace(header[end - 1] as number)) end--;
-      const again = header.indexOf(MSG_ID_LINE, end);
-      if ((again < 0 || again >= hdr) && isAscii(header, start, end)) return header.subarray(start, end);
-    }
+    if (at < 0 || at >= hdr) return false;
+    let start = at + MSG_ID_LINE.length;
+    const cr = header.indexOf(CR, start);
+    let end = cr < 0 || cr > hdr ? hdr : cr;
+    while (start < end && isSpace(header[start] as number)) start++;
+    while (end > start && isSpace(header[end - 1] as number)) end--;
+    const again = header.indexOf(MSG_ID_LINE, end);
+    if ((again >= 0 && again < hdr) || !isAscii(header, start, end)) return false;
+    this.bytes = header;
+    this.headerEnd = hdr;
+    this.idStart = start;
+    this.idEnd = end;
+    return true;
   }
-  return Buffer.from(msgIdOf({ header: msg.headers }), "utf8");
 }
 
 /**
@@ -282,6 +282,7 @@ export async function* subscribeTradingBatches(
     const checker = new TradingChecker(after, previousDigest);
     const subjects = new SubjectText();
     const pulled: PulledMessage = { position: 0, delivery: 0 };
+    const wire = new ReceivedBytes();
     // Consumers lost in a row before delivering anything: a broker that keeps losing them is waited for, then given up.
     let fruitless = 0;
     for (let resuming = false; ; resuming = true) {
@@ -323,7 +324,9 @@ export async function* subscribeTradingBatches(
                 );
               }
               if (!consumer.followsLastDelivery(pulled.delivery)) throw new ConsumerLost();
-              const position = BigInt(pulled.position);
+              // Equal to the expected number only when both are exact (a received position is at most 2^53 − 1).
+              const position =
+                pulled.position === checker.expectedNumber ? checker.expected : BigInt(pulled.position);
               // Delivered again (a consumer recreated from an older position): already yielded once.
               if (position < checker.expected) continue;
               if (position > checker.expected) {
@@ -332,14 +335,23 @@ export async function* subscribeTradingBatches(
                   throw new TradingTrimmedError(checker.expected, now.earliest, now.empty);
                 throw new TradingGapError(checker.expected, position);
               }
-              const wire = wireOf(msg);
+              const subject = subjects.of(msg);
               events.push(
-                checker.acceptReceived({
-                  position,
-                  subject: subjects.of(msg),
-                  msgId: msgIdOfMsg(msg, wire),
-                  body: wire ? wire.bytes.subarray(wire.headerEnd) : msg.data,
-                }),
+                wire.read(msg)
+                  ? checker.acceptAt(
+                      position,
+                      subject,
+                      wire.bytes,
+                      wire.idStart,
+                      wire.idEnd,
+                      wire.bytes.subarray(wire.headerEnd),
+                    )
+                  : checker.acceptReceived({
+                      position,
+                      subject,
+                      msgId: Buffer.from(msgIdOf({ header: msg.headers }), "utf8"),
+                      body: msg.data,
+                    }),
               );
               if (until !== undefined && position >= until) {
                 yield events;

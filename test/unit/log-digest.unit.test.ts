@@ -81,6 +81,11 @@ describe("log digest", () => {
         },
       ),
     );
+    // Payloads past its buffer (1 KB) grow it; lengths seen before and after a growth still hash the right bytes.
+    const lengths = [100, 1_500, 100, 1_500, 5_000, 100, 1_500, 5_000, 100];
+    const long = lengths.map((n, i) => String.fromCharCode(97 + i).repeat(n));
+    const grown = new ByteDigestChain();
+    expect(long.map((p) => digestToHex(grown.next(Buffer.from(p))))).toEqual(chainDigests(ZERO_DIGEST, long));
     // Each link's digest is its own array: keeping one does not see the next.
     const chain = new ByteDigestChain();
     const first = chain.next(Buffer.from("a"));
