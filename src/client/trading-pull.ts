@@ -30,6 +30,7 @@ import {
   type Status,
   type Subscription,
 } from "@nats-io/nats-core";
+import { replyBytes } from "../adapters/nats/ack-subject.ts";
 import { TRADING_STREAM } from "../adapters/nats/topology.ts";
 
 /**
@@ -55,73 +56,6 @@ export type PullInterruption =
   | { kind: "lost"; reason: string }
   | { kind: "failed"; error: unknown }
   | { kind: "connectionClosed" };
-
-/** A data message's numbers, read from its reply subject: its TRADING position and its delivery count. */
-export type PulledMessage = {
-  /** Stream sequence: the event's TRADING position. */
-  position: number;
-  /** This consumer's delivery sequence: 1, 2, 3… with nothing skipped unless a delivery was lost in transit. */
-  delivery: number;
-};
-
-/** What nats.js 3's MsgImpl keeps of a received message: the protocol line's parts and the bytes. */
-type WireMsg = Msg & {
-  _msg?: { reply?: Uint8Array; subject?: Uint8Array; hdr?: number };
-  _rdata?: Uint8Array;
-};
-
-const ACK_PREFIX = [36, 74, 83, 46, 65, 67, 75, 46]; // "$JS.ACK."
-const DOT = 46;
-/** Token indexes of the stream and delivery sequence in "$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>…". */
-const OLD_FORMAT = { tokens: 9, stream: 5, delivery: 6 };
-/** "$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>[.<token>]". */
-const NEW_FORMAT = { minTokens: 11, stream: 7, delivery: 8 };
-
-/** The decimal number in b[from, to), or -1 when it is not one or past 2^53 (not exact as a double). */
-function numberAt(b: Uint8Array, from: number, to: number): number {
-  if (to <= from || to - from > 16) return -1;
-  let n = 0;
-  for (let i = from; i < to; i++) {
-    const d = (b[i] as number) - 48;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n <= Number.MAX_SAFE_INTEGER ? n : -1;
-}
-
-const dots = new Int32Array(16);
-
-/**
- * The position and delivery sequence of a JetStream message from its reply subject's bytes, into `out`; false
- * when the reply is not a JetStream ack subject (nats.js's parseInfo splits the whole subject into strings).
- */
-export function readAckSubject(reply: Uint8Array, out: PulledMessage): boolean {
-  if (reply.length < ACK_PREFIX.length) return false;
-  for (let i = 0; i < ACK_PREFIX.length; i++) if (reply[i] !== ACK_PREFIX[i]) return false;
-  let count = 0;
-  for (let i = 0; i < reply.length && count < dots.length; i++) if (reply[i] === DOT) dots[count++] = i;
-  const tokens = count + 1;
-  const layout =
-    tokens === OLD_FORMAT.tokens
-      ? OLD_FORMAT
-      : tokens >= NEW_FORMAT.minTokens && count < dots.length
-        ? NEW_FORMAT
-        : null;
-  if (!layout) return false;
-  // Token k runs from just after dot k-1 to dot k (the last to the end).
-  const end = (k: number) => (k < count ? (dots[k] as number) : reply.length);
-  out.position = numberAt(reply, (dots[layout.stream - 1] as number) + 1, end(layout.stream));
-  out.delivery = numberAt(reply, (dots[layout.delivery - 1] as number) + 1, end(layout.delivery));
-  return out.position > 0 && out.delivery > 0;
-}
-
-/** The reply subject's bytes of a received message (nats.js keeps them undecoded), or null when it has none. */
-export function replyBytes(msg: Msg): Uint8Array | null {
-  const reply = (msg as WireMsg)._msg?.reply;
-  if (reply instanceof Uint8Array) return reply.length > 0 ? reply : null;
-  // Another nats.js layout: the decoded string (slower, same answer).
-  return msg.reply ? new TextEncoder().encode(msg.reply) : null;
-}
 
 function isPermissionRefusal(error: unknown): boolean {
   return (

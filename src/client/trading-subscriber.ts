@@ -33,6 +33,7 @@ import {
   jetstreamManager,
 } from "@nats-io/jetstream";
 import { type Msg, type NatsConnection, PermissionViolationError } from "@nats-io/nats-core";
+import { type AckNumbers, readAckSubject, replyBytes } from "../adapters/nats/ack-subject.ts";
 import { connectNats } from "../adapters/nats/connection.ts";
 import type { NatsCredentials } from "../adapters/nats/credentials.ts";
 import type { NatsRole } from "../adapters/nats/permissions.ts";
@@ -44,7 +45,7 @@ import { retry } from "../app/retry.ts";
 import { sleep } from "../app/sleep.ts";
 import { TradingChecker, type TradingEvent } from "./trading-check.ts";
 import { TradingAccessError, TradingGapError, TradingTrimmedError } from "./trading-errors.ts";
-import { type PulledMessage, readAckSubject, replyBytes, TradingPullConsumer } from "./trading-pull.ts";
+import { TradingPullConsumer } from "./trading-pull.ts";
 
 export { TRADING_PULL_MESSAGES } from "./trading-pull.ts";
 
@@ -281,7 +282,7 @@ export async function* subscribeTradingBatches(
     if (until !== undefined && until <= after) return;
     const checker = new TradingChecker(after, previousDigest);
     const subjects = new SubjectText();
-    const pulled: PulledMessage = { position: 0, delivery: 0 };
+    const pulled: AckNumbers = { position: 0, delivery: 0, deliveries: 0 };
     const wire = new ReceivedBytes();
     // Consumers lost in a row before delivering anything: a broker that keeps losing them is waited for, then given up.
     let fruitless = 0;
