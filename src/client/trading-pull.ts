@@ -11,8 +11,9 @@
  * What the ordered consumer did that this does too: the consumer is ephemeral (in the broker's memory, no acks,
  * expiring 5 minutes after its reader goes, as nats.js's own); pulls ask for at most TRADING_PULL_MESSAGES in
  * flight and queued; idle heartbeats prove the pull is alive. When the broker lost the consumer (a restart, a
- * delete, a leadership change), heartbeats stop, or the connection reconnected, the consumer reports itself
- * `lost` and the reader opens a new one at the next position it has not yielded. Messages queued before that
+ * delete, a shutdown, a leadership change), heartbeats stop, or the connection reconnected, the consumer reports
+ * itself `lost` and the reader opens a new one at the next position it has not yielded (as it does when a
+ * delivery sequence skips one: trading-subscriber.ts). Messages queued before that
  * stay valid (they came in order), so the reader takes them first. A refusal or a request the broker calls bad
  * is `failed`: retrying it would not help.
  *
@@ -57,7 +58,8 @@ export type PullInterruption =
   | { kind: "failed"; error: unknown }
   | { kind: "connectionClosed" };
 
-function isPermissionRefusal(error: unknown): boolean {
+/** Whether the broker refused an operation for permissions (the error itself, or as its cause). */
+export function isPermissionRefusal(error: unknown): boolean {
   return (
     error instanceof PermissionViolationError ||
     (error instanceof Error && error.cause instanceof PermissionViolationError)

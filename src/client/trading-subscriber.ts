@@ -32,7 +32,7 @@ import {
   type JetStreamManager,
   jetstreamManager,
 } from "@nats-io/jetstream";
-import { type Msg, type NatsConnection, PermissionViolationError } from "@nats-io/nats-core";
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { type AckNumbers, readAckSubject, replyBytes } from "../adapters/nats/ack-subject.ts";
 import { connectNats } from "../adapters/nats/connection.ts";
 import type { NatsCredentials } from "../adapters/nats/credentials.ts";
@@ -45,7 +45,7 @@ import { retry } from "../app/retry.ts";
 import { sleep } from "../app/sleep.ts";
 import { TradingChecker, type TradingEvent } from "./trading-check.ts";
 import { TradingAccessError, TradingGapError, TradingTrimmedError } from "./trading-errors.ts";
-import { TradingPullConsumer } from "./trading-pull.ts";
+import { isPermissionRefusal, TradingPullConsumer } from "./trading-pull.ts";
 
 export { TRADING_PULL_MESSAGES } from "./trading-pull.ts";
 
@@ -113,13 +113,6 @@ function checkedStart(options: SubscribeTradingOptions): { after: bigint; previo
   if ((options.servers === undefined) === (options.connection === undefined))
     throw new TypeError("pass either servers or connection");
   return { after, previousDigest };
-}
-
-function isPermissionRefusal(error: unknown): boolean {
-  return (
-    error instanceof PermissionViolationError ||
-    (error instanceof Error && error.cause instanceof PermissionViolationError)
-  );
 }
 
 function accessError(error: unknown): unknown {
