@@ -343,6 +343,39 @@ describe("the broker losing or freezing the reader's consumer", () => {
   );
 
   test(
+    "no new consumer when nothing is lost: a follower idle past a pull's expiry, a reader pausing with a full window",
+    async () => {
+      // More than the pull window (4,096): the reader pauses holding a full window the broker owes nothing for.
+      const { nats, trading } = await tradingServer(5_000);
+      const seen: bigint[] = [];
+      const abort = new AbortController();
+      const names = new Set<string>();
+      const reading = (async () => {
+        for await (const e of subscribeTrading({ servers: nats.url, signal: abort.signal })) {
+          seen.push(e.sequenceId);
+          if (e.sequenceId === 1n) await Bun.sleep(12_000);
+          if (e.sequenceId === 5_000n) {
+            for (const c of await consumersOf(trading)) names.add(c.name);
+            // Past the 10-s pull expiry with nothing to deliver (the broker answers 408 and is asked again).
+            await Bun.sleep(12_000);
+            await trading.append(3);
+          }
+          if (e.sequenceId === 5_003n) {
+            for (const c of await consumersOf(trading)) names.add(c.name);
+            abort.abort();
+          }
+        }
+      })();
+      const deadline = setTimeout(() => abort.abort(), 55_000);
+      await reading;
+      clearTimeout(deadline);
+      expect(seen).toEqual(range(1, 5_003));
+      expect(names.size).toBe(1);
+    },
+    TIMEOUT,
+  );
+
+  test(
     "the broker frozen past two idle heartbeats (SIGSTOP 13 s): once it resumes, a new consumer carries on from the next position",
     async () => {
       const { nats, trading } = await tradingServer(5);
