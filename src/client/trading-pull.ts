@@ -46,6 +46,7 @@ const REFILL_MESSAGES = TRADING_PULL_MESSAGES / 4;
 const PULL_EXPIRES_MS = 10_000;
 /** The broker sends a heartbeat this often while a pull waits; two missed mean the pull (or consumer) is gone. */
 const IDLE_HEARTBEAT_MS = 5_000;
+const HEARTBEAT_CHECK_MS = IDLE_HEARTBEAT_MS / 2;
 /** The consumer outlives a reader that went away by this much, then the broker removes it (nats.js's figure). */
 const INACTIVE_THRESHOLD_MS = 5 * 60_000;
 
@@ -72,7 +73,11 @@ export class TradingPullConsumer {
   private outstanding = 0;
   private interruption: PullInterruption | null = null;
   private wake: (() => void) | null = null;
-  private lastHeard = Date.now();
+  /** Messages and statuses received so far: the heartbeat check sees whether it moved (no clock read per message). */
+  private heard = 0;
+  private heardAtLastCheck = 0;
+  /** Checks in a row that found nothing heard while a pull was waiting. */
+  private quietChecks = 0;
   private readonly monitor: ReturnType<typeof setInterval>;
   private readonly statusEvents: AsyncIterable<Status> & { stop?: () => void };
   private sub: Subscription | null = null;
@@ -85,7 +90,7 @@ export class TradingPullConsumer {
     private readonly nextSubject: string,
   ) {
     // Checked twice per heartbeat interval: a lost pull is noticed 10–12.5 s after the last sign of life.
-    this.monitor = setInterval(() => this.checkHeartbeats(), IDLE_HEARTBEAT_MS / 2);
+    this.monitor = setInterval(() => this.checkHeartbeats(), HEARTBEAT_CHECK_MS);
     this.statusEvents = nc.status() as AsyncIterable<Status> & { stop?: () => void };
     void this.watchConnection();
   }
@@ -199,7 +204,7 @@ export class TradingPullConsumer {
       this.interrupt({ kind: "failed", error });
       return;
     }
-    if (this.outstanding === 0) this.lastHeard = Date.now();
+    if (this.outstanding === 0) this.quietChecks = 0;
     this.outstanding += want;
   }
 
@@ -209,7 +214,7 @@ export class TradingPullConsumer {
       this.interrupt({ kind: "failed", error });
       return;
     }
-    this.lastHeard = Date.now();
+    this.heard++;
     if (replyBytes(msg) !== null) {
       this.outstanding = Math.max(0, this.outstanding - 1);
       const wasEmpty = this.received.length === 0;
@@ -259,14 +264,18 @@ export class TradingPullConsumer {
     }
   }
 
-  /** No message or heartbeat for two heartbeat intervals while a pull waits: the pull or the consumer is gone. */
+  /**
+   * No message or heartbeat for two heartbeat intervals (four checks in a row) while a pull waits: the pull or the
+   * consumer is gone.
+   */
   private checkHeartbeats(): void {
-    if (this.outstanding === 0) {
-      // Nothing asked for (the reader has not taken what it holds): the broker owes no heartbeat.
-      this.lastHeard = Date.now();
+    // Nothing asked for (the reader has not taken what it holds): the broker owes no heartbeat.
+    if (this.outstanding === 0 || this.heard !== this.heardAtLastCheck) {
+      this.heardAtLastCheck = this.heard;
+      this.quietChecks = 0;
       return;
     }
-    if (Date.now() - this.lastHeard > 2 * IDLE_HEARTBEAT_MS) {
+    if (++this.quietChecks * HEARTBEAT_CHECK_MS >= 2 * IDLE_HEARTBEAT_MS) {
       this.interrupt({ kind: "lost", reason: "two idle heartbeats missed" });
     }
   }
