@@ -37,7 +37,9 @@ const OLD_PART = 0.1;
 
 /** Rounds of (empty-log drain, large-log drain); one on a NATS_URL server (see the header). */
 function roundsOf(opts: BenchOptions): number {
-  return process.env.NATS_URL ? 1 : opts.quick ? 2 : 3;
+  // Five: a round's drains take ~3 s each and a round's ratio moved 0.72–1.12× between runs with no trend (three
+  // rounds let one bad round decide the median; docs/performance.md, "Session 2026-12-01, third part").
+  return process.env.NATS_URL ? 1 : opts.quick ? 2 : 5;
 }
 
 /** Progress steps the phase takes (index.ts counts them): build, TRADING fill, two drains a round, the GETs. */
@@ -71,7 +73,7 @@ export type GrowthResult = {
   rows: number;
   backlog: number;
   rounds: number;
-  build: LogBuild & { tradingFillS: number; dedupWaitS: number };
+  build: LogBuild & { tradingFillS: number; syncS: number; dedupWaitS: number };
   small: GrowthSide;
   large: GrowthSide;
   ratios: {
@@ -149,9 +151,16 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
     let tradingFillS = 0;
     let filledAt = 0;
     let dedupWaitS = 0;
+    let syncS = 0;
     const fillTrading = async () => {
       await freshTopology(largeCtx);
       tradingFillS = await fillTradingWithLog(broker, shape, largeUrl);
+      // The fill leaves gigabytes of TRADING in dirty pages; flushed now, so that the kernel's writeback of them
+      // does not slow the first drain's commits (a log that grew over days has none pending).
+      const syncStart = performance.now();
+      const synced = Bun.spawnSync(["sync"]);
+      if (!synced.success) throw new Error(`growth: sync failed: ${synced.stderr.toString().trim()}`);
+      syncS = (performance.now() - syncStart) / 1000;
       filledAt = performance.now();
       ctx.progress.note(
         `growth: TRADING filled with the ${fmt(rows)} events in ${tradingFillS.toFixed(1)} s`,
@@ -221,7 +230,9 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
     ctx.progress.step(
       "growth: GET /events near the end and GET /references/<old id>, small and large log alternately",
     );
-    const calls = ctx.opts.quick ? 50 : 300;
+    // 2,000 a kind and log (~10 s): with 300 the p99 was the third-worst call and moved 0.78–1.38× between runs
+    // with the same plans and buffers (docs/performance.md, "Session 2026-12-01, third part").
+    const calls = ctx.opts.quick ? 50 : 2_000;
     const [small, large] = await timeGets(ctx, [smallUrl, largeUrl], calls);
     const [smallSizes, largeSizes] = [await sizesOf(smallUrl), await sizesOf(largeUrl)];
     const explain = await explainGets(largeUrl);
@@ -241,7 +252,7 @@ export async function measureGrowth(ctx: Ctx): Promise<GrowthResult> {
       rows,
       backlog,
       rounds,
-      build: { ...built, tradingFillS, dedupWaitS },
+      build: { ...built, tradingFillS, syncS, dedupWaitS },
       small: side(backlog, smallDrains, small, smallSizes),
       large: side(largeEvents, largeDrains, large, largeSizes),
       ratios: {
@@ -560,7 +571,7 @@ export function renderGrowth(r: GrowthResult): string {
   return [
     `growth: cost as the log grows (${int(r.rows)} events built; a ${int(r.backlog)}-event backlog drained into an empty log and into the large one, alternately, ${r.rounds} rounds; then ${r.small.getEvents.calls} GETs of each kind per log, alternated, the large log at ${int(r.large.events)} events)`,
     ...table,
-    `build: COPY ${b.loadS.toFixed(1)} s, indexes ${b.indexS.toFixed(1)} s, VACUUM ANALYZE + CHECKPOINT ${b.vacuumS.toFixed(1)} s, chain check ${b.checkS.toFixed(1)} s, TRADING fill ${b.tradingFillS.toFixed(1)} s (+ ${b.dedupWaitS.toFixed(0)} s duplicate window)${b.checkpoint ? `; ${b.checkpoint}` : ""}`,
+    `build: COPY ${b.loadS.toFixed(1)} s, indexes ${b.indexS.toFixed(1)} s, VACUUM ANALYZE + CHECKPOINT ${b.vacuumS.toFixed(1)} s, chain check ${b.checkS.toFixed(1)} s, TRADING fill ${b.tradingFillS.toFixed(1)} s (+ sync ${b.syncS.toFixed(1)} s, ${b.dedupWaitS.toFixed(0)} s duplicate window)${b.checkpoint ? `; ${b.checkpoint}` : ""}`,
     `indexes of the large log, MB: ${Object.entries(r.large.sizes.indexMb)
       .map(([name, size]) => `${name} ${mb(size)}`)
       .join(", ")}; shared_buffers ${r.sharedBuffers}`,

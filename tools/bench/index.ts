@@ -173,7 +173,9 @@ async function bench(opts: BenchOptions): Promise<void> {
   const natsAuth = process.env.NATS_URL ? undefined : newBrokerAuth();
   const nats: StartedBroker | undefined = natsAuth ? await startAuthenticatedNats(natsAuth) : undefined;
   const natsUrl = process.env.NATS_URL || (nats?.url as string);
-  const localPg = process.env.DATABASE_URL ? undefined : await startLocalPostgres({ durable: !opts.pgFast });
+  const localPg = process.env.DATABASE_URL
+    ? undefined
+    : await startLocalPostgres({ durable: !opts.pgFast, settings: opts.pgSettings });
   const adminUrl = process.env.DATABASE_URL || (localPg?.adminUrl as string);
   // Only the bench's own cluster: a DATABASE_URL server is someone's running database, its WAL long warm.
   const walWarmup =
@@ -181,9 +183,11 @@ async function bench(opts: BenchOptions): Promise<void> {
   const durability = opts.pgFast
     ? "fsync, synchronous_commit and full_page_writes off (--pg-fast)"
     : "durable defaults: fsync, synchronous_commit on";
+  const extra = Object.entries(opts.pgSettings).map(([name, value]) => `${name}=${value}`);
+  const configured = extra.length > 0 ? `${durability}; --pg-setting ${extra.join(", ")}` : durability;
   const pgSettings = walWarmup
-    ? `${durability}; WAL warmed: ${walWarmup.mb} MB written and checkpointed first (${walWarmup.segments} segments to recycle, ${walWarmup.seconds.toFixed(1)} s), as in a running database`
-    : durability;
+    ? `${configured}; WAL warmed: ${walWarmup.mb} MB written and checkpointed first (${walWarmup.segments} segments to recycle, ${walWarmup.seconds.toFixed(1)} s), as in a running database`
+    : configured;
   const nc = await connect({ servers: natsUrl, noAsyncTraces: true, ...(natsAuth?.admin ?? {}) });
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);

@@ -67,6 +67,8 @@ export type BenchOptions = {
   serviceEnv: Record<string, string>;
   /** Extra bun flags for the service children (experiments: --smol). */
   serviceBunFlags: string[];
+  /** Extra postgresql.conf settings for the bench's own cluster (experiments: shared_buffers=1GB). */
+  pgSettings: Record<string, string>;
 };
 
 export const BENCH_USAGE = `usage: npm run bench -- [--quick] [--json <path>] [--runs <n>] [--generator wrk|bun]
@@ -74,7 +76,7 @@ export const BENCH_USAGE = `usage: npm run bench -- [--quick] [--json <path>] [-
                         [--raw-messages <n>] [--e2e-rate <req/s>] [--e2e-duration <s>]
                         [--replay-events <n>] [--only ingest,raw,drain,e2e,pipeline,replay,soak,growth] [--soak-minutes <n>] [--soak-rate <req/s>]
                         [--soak-interval <s>] [--pipeline-duration <s>] [--tail-minutes <n>]
-                        [--tail-interval <s>] [--profile] [--pg-fast] [--wal-warmup-mb <n>] [--quiet-below <% busy>]
+                        [--tail-interval <s>] [--profile] [--pg-fast] [--pg-setting NAME=VALUE]… [--wal-warmup-mb <n>] [--quiet-below <% busy>]
                         [--growth-rows <n>] [--growth-backlog <n>]
                         [--service-env KEY=VALUE]… [--service-bun-flag <flag>]… [--force]
        (npm run bench = bun tools/bench/index.ts)`;
@@ -124,6 +126,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       "quiet-below": { type: "string" },
       "service-env": { type: "string", multiple: true },
       "service-bun-flag": { type: "string", multiple: true },
+      "pg-setting": { type: "string", multiple: true },
     },
   });
   const quick = values.quick ?? false;
@@ -135,12 +138,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
     if (!ALL_PHASES.includes(name as Phase)) throw new BenchUsageError(`--only: unknown phase ${name}`);
     phases.add(name as Phase);
   }
-  const serviceEnv: Record<string, string> = {};
-  for (const pair of values["service-env"] ?? []) {
-    const eq = pair.indexOf("=");
-    if (eq < 1) throw new BenchUsageError("--service-env takes KEY=VALUE");
-    serviceEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
+  const serviceEnv = keyValues("--service-env", values["service-env"]);
+  const pgSettings = keyValues("--pg-setting", values["pg-setting"]);
   const seconds = (name: string, raw: string | undefined, fallback: number) =>
     Math.round(positive(name, raw, fallback) * 1000);
   return {
@@ -180,7 +179,19 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
         : Math.round(positive("--wal-warmup-mb", values["wal-warmup-mb"], quick ? 0 : 1024)),
     serviceEnv,
     serviceBunFlags: values["service-bun-flag"] ?? [],
+    pgSettings,
     quietBelowPct:
       values["quiet-below"] === "0" ? 0 : positive("--quiet-below", values["quiet-below"], quick ? 0 : 30),
   };
+}
+
+/** Repeated NAME=VALUE options, as a record (the last of a name wins). */
+function keyValues(option: string, pairs: readonly string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of pairs ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) throw new BenchUsageError(`${option} takes NAME=VALUE`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
 }

@@ -318,7 +318,18 @@ function postgresUserIds(): { uid: number; gid: number } {
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
-async function startPostgres(options: { durable?: boolean } = {}): Promise<PostgresHandle> {
+/** Options of a throwaway cluster: `settings` are extra postgresql.conf lines (the bench's --pg-setting). */
+type ClusterOptions = { durable?: boolean; settings?: Readonly<Record<string, string>> };
+
+/** A postgresql.conf line; the name is checked and the value quoted, so neither can add a line of its own. */
+export function confLine(name: string, value: string): string {
+  if (!/^[a-z_][a-z0-9_.]*$/.test(name))
+    throw new Error(`not a PostgreSQL setting name: ${JSON.stringify(name)}`);
+  if (/[\r\n\0]/.test(value)) throw new Error(`the value of ${name} spans lines`);
+  return `${name} = '${value.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`;
+}
+
+async function startPostgres(options: ClusterOptions = {}): Promise<PostgresHandle> {
   const availability = postgresAvailability();
   if ("unavailable" in availability) throw new Error(availability.unavailable);
   const binDir = availability.dir;
@@ -372,6 +383,7 @@ async function startPostgres(options: { durable?: boolean } = {}): Promise<Postg
         `unix_socket_directories = '${dir}'`,
         ...durability,
         "max_connections = 200",
+        ...Object.entries(options.settings ?? {}).map(([name, value]) => confLine(name, value)),
         "",
       ].join("\n"),
     );
@@ -507,7 +519,7 @@ export function getPostgres(): Promise<PostgresHandle> {
  * A cluster of its own (not the shared one of getPostgres), for the benchmark: `durable` keeps PostgreSQL's
  * defaults (fsync, synchronous_commit, full_page_writes on). One cluster per process at a time.
  */
-export function startLocalPostgres(options: { durable?: boolean } = {}): Promise<PostgresHandle> {
+export function startLocalPostgres(options: ClusterOptions = {}): Promise<PostgresHandle> {
   if (memo !== null)
     throw new Error("startLocalPostgres: getPostgres() already runs a cluster in this process");
   return startPostgres(options);
