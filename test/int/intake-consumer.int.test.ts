@@ -10,7 +10,10 @@ import { startNatsWithTopology } from "../support/services.ts";
 
 let env: Awaited<ReturnType<typeof startNatsWithTopology>>;
 beforeAll(async () => {
-  env = await startNatsWithTopology();
+  // A short ack_wait bounds how late the handed-back message can come. close() naks it with a delay meant to let the
+  // closed consumer's last pull expire first; once (CI, 2026-12-01, a loaded machine) it still had not come back
+  // after 10 s — handed to that pull, or the delay not honoured — and with the default 30 s it then waits out ack_wait.
+  env = await startNatsWithTopology({ ackWaitMs: 3_000 });
 });
 afterAll(async () => {
   await env.stop();

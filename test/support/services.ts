@@ -23,10 +23,10 @@ export {
 export const onPglite = postgresKind() === "pglite";
 
 /**
- * A throwaway nats-server with the service's streams and consumer (duplicate window 2 min, ack wait 30 s) and a plain
- * connection to it, for tests of one NATS adapter; `stop` closes both.
+ * A throwaway nats-server with the service's streams and consumer (duplicate window 2 min, ack wait 30 s unless
+ * given) and a plain connection to it, for tests of one NATS adapter; `stop` closes both.
  */
-export async function startNatsWithTopology(): Promise<{
+export async function startNatsWithTopology(options: { ackWaitMs?: number } = {}): Promise<{
   nats: NatsServerHandle;
   nc: NatsConnection;
   stop(): Promise<void>;
@@ -35,7 +35,7 @@ export async function startNatsWithTopology(): Promise<{
   const nc = await connect({ servers: nats.url });
   await ensureTopology(await jetstreamManager(nc), {
     duplicateWindowMs: 120_000,
-    ackWaitMs: 30_000,
+    ackWaitMs: options.ackWaitMs ?? 30_000,
     maxAckPending: 1_000,
   });
   return {
