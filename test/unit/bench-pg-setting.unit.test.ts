@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- --pg-setting NAME=VALUE` (tools/bench/options.ts): extra postgresql.conf lines for the bench's
  * own throwaway cluster (tools/services/local-services.ts `confLine`). A value is quoted and cannot start a line of
- * its own, so an experiment cannot turn durability off by accident (`--pg-fast` is the one way to do that).
+ * its own, and the durability settings are refused by name: `--pg-fast` is the one way to turn durability off, so
+ * the report's "durable defaults" stays true.
  */
 import { expect, test } from "bun:test";
 import { BenchUsageError, parseBenchOptions } from "../../tools/bench/options.ts";
@@ -18,6 +19,12 @@ test("--pg-setting collects NAME=VALUE pairs; the last of a name wins; none by d
     "shared_buffers=1GB",
   ]);
   expect(opts.pgSettings).toEqual({ shared_buffers: "1GB", work_mem: "8MB" });
+});
+
+test("--pg-setting refuses the durability settings, whatever their case: --pg-fast is the one way", () => {
+  for (const name of ["fsync", "synchronous_commit", "full_page_writes", "wal_sync_method", "FSYNC"]) {
+    expect(() => parseBenchOptions(["--pg-setting", `${name}=off`])).toThrow(/--pg-fast/);
+  }
 });
 
 test("--pg-setting without NAME= is a usage error", () => {

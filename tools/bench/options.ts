@@ -140,6 +140,14 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
   }
   const serviceEnv = keyValues("--service-env", values["service-env"]);
   const pgSettings = keyValues("--pg-setting", values["pg-setting"]);
+  // The report says "durable defaults" unless --pg-fast: no setting may quietly make that untrue.
+  for (const name of Object.keys(pgSettings)) {
+    if (DURABILITY_SETTINGS.has(name.toLowerCase())) {
+      throw new BenchUsageError(
+        `--pg-setting ${name}: durability is --pg-fast's to change, not an extra setting's`,
+      );
+    }
+  }
   const seconds = (name: string, raw: string | undefined, fallback: number) =>
     Math.round(positive(name, raw, fallback) * 1000);
   return {
@@ -184,6 +192,9 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
       values["quiet-below"] === "0" ? 0 : positive("--quiet-below", values["quiet-below"], quick ? 0 : 30),
   };
 }
+
+/** What --pg-fast turns off (tools/services/local-services.ts); --pg-setting may not touch them. */
+const DURABILITY_SETTINGS = new Set(["fsync", "synchronous_commit", "full_page_writes", "wal_sync_method"]);
 
 /** Repeated NAME=VALUE options, as a record (the last of a name wins). */
 function keyValues(option: string, pairs: readonly string[] | undefined): Record<string, string> {
