@@ -3,6 +3,7 @@
  * sizes.
  */
 import { parseArgs } from "node:util";
+import { NON_DURABLE_SETTINGS } from "../services/local-services.ts";
 import type { GeneratorKind } from "./loadgen/index.ts";
 
 /**
@@ -193,8 +194,8 @@ export function parseBenchOptions(argv: string[]): BenchOptions {
   };
 }
 
-/** What --pg-fast turns off (tools/services/local-services.ts); --pg-setting may not touch them. */
-const DURABILITY_SETTINGS = new Set(["fsync", "synchronous_commit", "full_page_writes", "wal_sync_method"]);
+/** What --pg-fast turns off, and wal_sync_method (how a commit reaches the disk): --pg-setting may not touch them. */
+const DURABILITY_SETTINGS = new Set([...Object.keys(NON_DURABLE_SETTINGS), "wal_sync_method"]);
 
 /** Repeated NAME=VALUE options, as a record (the last of a name wins). */
 function keyValues(option: string, pairs: readonly string[] | undefined): Record<string, string> {

@@ -318,6 +318,13 @@ function postgresUserIds(): { uid: number; gid: number } {
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
+/** What a cluster for tests turns off (durable: false); the bench's --pg-fast, and only it, asks for the same. */
+export const NON_DURABLE_SETTINGS: Readonly<Record<string, string>> = {
+  fsync: "off",
+  synchronous_commit: "off",
+  full_page_writes: "off",
+};
+
 /** Options of a throwaway cluster: `settings` are extra postgresql.conf lines (the bench's --pg-setting). */
 type ClusterOptions = { durable?: boolean; settings?: Readonly<Record<string, string>> };
 
@@ -372,7 +379,7 @@ async function startPostgres(options: ClusterOptions = {}): Promise<PostgresHand
     // that would lose commits.
     const durability = options.durable
       ? []
-      : ["fsync = off", "synchronous_commit = off", "full_page_writes = off"];
+      : Object.entries(NON_DURABLE_SETTINGS).map(([name, value]) => confLine(name, value));
     appendFileSync(
       join(dataDir, "postgresql.conf"),
       [
